@@ -1,1 +1,3 @@
-__all__: list = []
+from .checkpoint_hook import SafeCheckpointHook, from_safe, to_safe
+
+__all__ = ['SafeCheckpointHook', 'from_safe', 'to_safe']

@@ -1,0 +1,35 @@
+# Use the registries of mmdmpt; MMEngine's are reached through them.
+default_scope = 'mmdmpt'
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=50),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    # Keep the last checkpoints only; `save_best` is off by default: the last
+    # epoch is what we report (see configs/dmpt/README.md).
+    checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=2),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+)
+
+# Checkpoints of ours hold only tensors and primitive values, so they load
+# with torch.load(weights_only=True); `trainable_only=True` stores just the
+# prompts, mappings and head on top of the shared CLIP file.
+custom_hooks = [dict(type='SafeCheckpointHook', trainable_only=False)]
+
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    # tools/train.py and tools/test.py switch to gloo when no GPU is present.
+    dist_cfg=dict(backend='nccl'),
+)
+
+# A text log and a scalar log (vis_data/scalars.json) per run. For TensorBoard
+# add dict(type='TensorboardVisBackend') (needs `pip install tensorboard`).
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='Visualizer', vis_backends=vis_backends)
+
+log_processor = dict(by_epoch=True, window_size=10)
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=0, deterministic=False)

@@ -1,0 +1,36 @@
+# Adam 3.5e-4, linear warm-up for 5 epochs, cosine decay to the end (30 epochs).
+max_epochs = 30
+warmup_epochs = 5
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='Adam', lr=3.5e-4, weight_decay=1e-4),
+)
+
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=0.01,
+        by_epoch=True,
+        begin=0,
+        end=warmup_epochs,
+        convert_to_iter_based=True,
+    ),
+    dict(
+        type='CosineAnnealingLR',
+        by_epoch=True,
+        begin=warmup_epochs,
+        end=max_epochs,
+        T_max=max_epochs - warmup_epochs,
+        eta_min=1e-6,
+        convert_to_iter_based=True,
+    ),
+]
+
+train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=5)
+val_cfg = dict()
+test_cfg = dict()
+
+# The learning rate above is for the config's total batch; enable with
+# `--auto-scale-lr` when training with another number of GPUs.
+auto_scale_lr = dict(base_batch_size=128, enable=False)

@@ -1,0 +1,13 @@
+_base_ = [
+    '../_base_/models/dmpt_vit-b16.py',
+    '../_base_/datasets/wmveid863_bs64_128x256.py',
+    '../_base_/schedules/adam_cosine_60e.py',
+    '../_base_/default_runtime.py',
+]
+
+model = dict(
+    backbone=dict(img_size=(128, 256), object_name='vehicle'),
+    # Training ids of WMVeID863 as reported by its authors (not confirmed from a
+    # file list here); training stops at start-up if the data disagree.
+    head=dict(num_classes=603),
+)
