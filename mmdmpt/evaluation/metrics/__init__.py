@@ -1,1 +1,3 @@
-__all__: list = []
+from .reid_metric import ReIDMetric
+
+__all__ = ['ReIDMetric']

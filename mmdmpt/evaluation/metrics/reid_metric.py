@@ -1,0 +1,247 @@
+"""ReID retrieval metric: mAP, mINP and CMC ranks on a query/gallery split."""
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import print_log
+from mmengine.structures import BaseDataElement
+
+from mmdmpt.registry import METRICS
+
+from ..functional import evaluate_distmat, evaluate_features, re_ranking_from_features
+from ..functional._utils import check_max_rank, check_metric
+
+_RERANK_DEFAULTS = dict(k1=20, k2=6, lambda_value=0.3)
+_RERANK_KEYS = ('k1', 'k2', 'lambda_value', 'dtype', 'max_samples')
+
+
+def _to_int(value: Any, key: str) -> int:
+    """An int from an int, a one-element tensor/array or a numpy scalar."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        numel = value.size if isinstance(value, np.ndarray) else value.numel()
+        if numel != 1:
+            raise ValueError(f'{key} must hold one value, got shape {tuple(value.shape)}.')
+        value = value.reshape(-1)[0].item()
+    if isinstance(value, (bool, np.bool_)):
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, (int, np.integer)):
+        raise TypeError(f'{key} must be an integer, got {value!r}.')
+    return int(value)
+
+
+@METRICS.register_module()
+class ReIDMetric(BaseMetric):
+    """mAP, mINP and CMC Rank-k of query-gallery retrieval, in percent.
+
+    Each test sample carries ``pred_feature`` (1-D float tensor),
+    ``gt_label`` (identity), ``camid``, ``is_query`` and, where the benchmark
+    has scenes, ``sceneid``; ``sample_idx`` is used to drop duplicates (the
+    padding of distributed samplers) and to fix the gallery order. A gallery
+    sample is removed from a query's ranking when it has the same identity and
+    the same camera -- or the same scene, whatever the camera, when *every*
+    sample carries a ``sceneid`` (MSVR310). See
+    :mod:`mmdmpt.evaluation.functional.rank` for the protocol.
+
+    Args:
+        metric (str): ``'cosine'`` or ``'euclidean'`` (plain, not squared).
+            Defaults to ``'cosine'``.
+        feat_norm (bool): L2-normalise the features first (matters for
+            ``'euclidean'``; cosine normalises anyway). Defaults to True.
+        ranks (Sequence[int]): CMC ranks reported as ``Rank-k``, each in
+            ``[1, max_rank]``. Defaults to ``(1, 5, 10)``.
+        max_rank (int): Length of the CMC curve computed. Defaults to 50.
+        rerank (bool | dict): k-reciprocal re-ranking; True uses ``k1=20,
+            k2=6, lambda_value=0.3``, a dict overrides some of ``k1``,
+            ``k2``, ``lambda_value``, ``dtype``, ``max_samples`` (see
+            :func:`~mmdmpt.evaluation.functional.re_ranking`). Defaults to
+            False.
+        collect_device (str): ``'cpu'`` or ``'gpu'``, used to collect the
+            results of all ranks. Defaults to ``'cpu'``.
+        prefix (str, optional): Prefix of the metric names. Defaults to None,
+            i.e. ``'reid'``.
+        collect_dir (str, optional): Folder used to collect results on CPU.
+            Defaults to None.
+
+    Examples:
+        >>> from mmdmpt.registry import METRICS
+        >>> metric = METRICS.build(dict(type='ReIDMetric', ranks=(1, 5)))
+    """
+
+    default_prefix: Optional[str] = 'reid'
+
+    def __init__(
+        self,
+        metric: str = 'cosine',
+        feat_norm: bool = True,
+        ranks: Sequence[int] = (1, 5, 10),
+        max_rank: int = 50,
+        rerank: Union[bool, dict] = False,
+        collect_device: str = 'cpu',
+        prefix: Optional[str] = None,
+        collect_dir: Optional[str] = None,
+    ) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
+        self.metric = check_metric(metric)
+        self.feat_norm = bool(feat_norm)
+        self.max_rank = check_max_rank(max_rank)
+        ranks = tuple(ranks)
+        for k in ranks:
+            if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_rank:
+                raise ValueError(
+                    f'Each of ranks must be an int in [1, max_rank={max_rank}], got {k!r}.'
+                )
+        self.ranks = ranks
+        self.rerank = self._rerank_kwargs(rerank)
+
+    @staticmethod
+    def _rerank_kwargs(rerank: Union[bool, dict, None]) -> Optional[dict]:
+        if rerank is None or rerank is False:
+            return None
+        if rerank is True:
+            return dict(_RERANK_DEFAULTS)
+        if isinstance(rerank, Mapping):
+            unknown = set(rerank) - set(_RERANK_KEYS)
+            if unknown:
+                raise ValueError(
+                    f'Unknown rerank options {sorted(unknown)}; allowed: {list(_RERANK_KEYS)}.'
+                )
+            return {**_RERANK_DEFAULTS, **rerank}
+        raise TypeError(f'rerank must be a bool or a dict, got {type(rerank).__name__}.')
+
+    def process(
+        self, data_batch: Any, data_samples: Sequence[Union[dict, BaseDataElement]]
+    ) -> None:
+        """Keep, for each sample, its feature and ids as small CPU objects.
+
+        Args:
+            data_batch (Any): The batch from the dataloader (unused).
+            data_samples (Sequence[dict | BaseDataElement]): The model's
+                outputs, as dicts (what MMEngine passes after ``to_dict()``)
+                or data samples.
+        """
+        for sample in data_samples:
+            if isinstance(sample, BaseDataElement):
+                sample = sample.to_dict()
+            if not isinstance(sample, Mapping):
+                raise TypeError(
+                    f'ReIDMetric expects dicts or data samples, got {type(sample).__name__}.'
+                )
+            missing = [
+                k for k in ('pred_feature', 'gt_label', 'camid', 'is_query') if k not in sample
+            ]
+            if missing:
+                raise KeyError(
+                    f'ReIDMetric needs {missing} on each data sample (present: {sorted(sample)}).'
+                )
+            feature = torch.as_tensor(sample['pred_feature'])
+            feature = feature.detach().to(device='cpu', dtype=torch.float32).reshape(-1).clone()
+            sceneid = sample.get('sceneid')
+            sample_idx = sample.get('sample_idx')
+            self.results.append(
+                dict(
+                    feature=feature,
+                    pid=_to_int(sample['gt_label'], 'gt_label'),
+                    camid=_to_int(sample['camid'], 'camid'),
+                    is_query=bool(_to_int(sample['is_query'], 'is_query')),
+                    sceneid=None if sceneid is None else _to_int(sceneid, 'sceneid'),
+                    sample_idx=None if sample_idx is None else _to_int(sample_idx, 'sample_idx'),
+                )
+            )
+
+    @staticmethod
+    def _deduplicate(results: List[dict]) -> List[dict]:
+        """Drop repeated ``sample_idx`` (keep the first) and sort by it."""
+        with_idx = sum(r['sample_idx'] is not None for r in results)
+        if with_idx == 0:
+            return results
+        if with_idx < len(results):
+            print_log(
+                f'ReIDMetric: {len(results) - with_idx} of {len(results)} samples have no '
+                'sample_idx; duplicates are not removed.',
+                logger='current',
+                level=logging.WARNING,
+            )
+            return results
+        unique: Dict[int, dict] = {}
+        for r in results:
+            unique.setdefault(r['sample_idx'], r)
+        return [unique[k] for k in sorted(unique)]
+
+    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        """Compute the metrics from the collected results of all ranks.
+
+        Args:
+            results (list[dict]): The outputs of :meth:`process`.
+
+        Returns:
+            dict[str, float]: ``mAP``, ``mINP`` and ``Rank-k`` for each of
+            ``ranks``, in percent.
+        """
+        if not results:
+            raise ValueError('ReIDMetric received no samples to evaluate.')
+        results = self._deduplicate(list(results))
+        dims = sorted({int(r['feature'].numel()) for r in results})
+        if len(dims) > 1:
+            raise ValueError(f'Feature dims differ between samples: found dims {dims}.')
+        query = [r for r in results if r['is_query']]
+        gallery = [r for r in results if not r['is_query']]
+        if not query:
+            raise ValueError(
+                f'ReIDMetric found no query samples (is_query=True) among {len(results)}.'
+            )
+        if not gallery:
+            raise ValueError(
+                f'ReIDMetric found no gallery samples (is_query=False) among {len(results)}.'
+            )
+
+        with_scene = sum(r['sceneid'] is not None for r in results)
+        use_scenes = with_scene == len(results)
+        if 0 < with_scene < len(results):
+            print_log(
+                f'ReIDMetric: only {with_scene} of {len(results)} samples have a sceneid; '
+                'using the same-id-same-camera rule.',
+                logger='current',
+                level=logging.WARNING,
+            )
+
+        def ids(part: List[dict], key: str) -> np.ndarray:
+            return np.array([r[key] for r in part], dtype=np.int64)
+
+        q_feats = torch.stack([r['feature'] for r in query])
+        g_feats = torch.stack([r['feature'] for r in gallery])
+        if self.feat_norm:
+            q_feats = F.normalize(q_feats, dim=1)
+            g_feats = F.normalize(g_feats, dim=1)
+        id_kwargs = dict(
+            query_pids=ids(query, 'pid'),
+            gallery_pids=ids(gallery, 'pid'),
+            query_camids=ids(query, 'camid'),
+            gallery_camids=ids(gallery, 'camid'),
+            max_rank=self.max_rank,
+            query_sceneids=ids(query, 'sceneid') if use_scenes else None,
+            gallery_sceneids=ids(gallery, 'sceneid') if use_scenes else None,
+        )
+        if self.rerank is not None:
+            dist = re_ranking_from_features(q_feats, g_feats, metric=self.metric, **self.rerank)
+            res = evaluate_distmat(dist, **id_kwargs)
+        else:
+            res = evaluate_features(q_feats, g_feats, metric=self.metric, **id_kwargs)
+
+        rule = 'same id and same scene' if use_scenes else 'same id and same camera'
+        print_log(
+            f'ReIDMetric: {len(query)} queries, {len(gallery)} gallery samples, '
+            f'{res["num_invalid_queries"]} queries skipped (no true match left after '
+            f'removing {rule}); metric={self.metric}, rerank={self.rerank is not None}.',
+            logger='current',
+        )
+        metrics = {'mAP': 100.0 * res['mAP'], 'mINP': 100.0 * res['mINP']}
+        for k in self.ranks:
+            metrics[f'Rank-{k}'] = 100.0 * float(res['cmc'][k - 1])
+        return metrics
