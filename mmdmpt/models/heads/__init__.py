@@ -1,1 +1,3 @@
-__all__: list = []
+from .bnneck_head import BNNeckHead
+
+__all__ = ['BNNeckHead']

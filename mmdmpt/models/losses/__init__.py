@@ -1,1 +1,3 @@
-__all__: list = []
+from .triplet_loss import TripletLoss, pairwise_euclidean
+
+__all__ = ['TripletLoss', 'pairwise_euclidean']

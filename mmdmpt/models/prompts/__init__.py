@@ -1,1 +1,4 @@
-__all__: list = []
+from .deep_prompts import DeepPrompts
+from .modality_prompts import ModalityPromptGenerator
+
+__all__ = ['DeepPrompts', 'ModalityPromptGenerator']

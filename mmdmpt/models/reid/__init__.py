@@ -1,1 +1,3 @@
-__all__: list = []
+from .multimodal_reid import MultiModalReID
+
+__all__ = ['MultiModalReID']

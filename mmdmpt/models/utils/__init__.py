@@ -1,1 +1,30 @@
-__all__: list = []
+from .clip_builder import (
+    build_clip,
+    extract_modality_knowledge,
+    load_into_clip,
+    resolve_clip_config,
+)
+from .clip_weights import (
+    ACCEPTED_FORMATS,
+    CLIPWeightsError,
+    is_openai_layout,
+    load_clip_weights,
+    resize_visual_pos_embed,
+    resolve_quick_gelu,
+)
+from .misc import count_parameters, stack_modality_mask
+
+__all__ = [
+    'ACCEPTED_FORMATS',
+    'CLIPWeightsError',
+    'build_clip',
+    'count_parameters',
+    'extract_modality_knowledge',
+    'is_openai_layout',
+    'load_clip_weights',
+    'load_into_clip',
+    'resize_visual_pos_embed',
+    'resolve_clip_config',
+    'resolve_quick_gelu',
+    'stack_modality_mask',
+]

@@ -1,0 +1,36 @@
+# Full fine-tuning baseline: the same CLIP ViT-B/16 and head as
+# dmpt_vit-b16.py, every visual weight trainable, no prompts, no PromptIBind.
+model = dict(
+    type='MultiModalReID',
+    backbone=dict(
+        type='DMPTCLIPViT',
+        clip_model='ViT-B-16',
+        img_size=(256, 128),
+        modalities=('rgb', 'nir', 'tir'),
+        object_name='person',
+        modality_words=None,
+        template='a {modality} photo of a {object}.',
+        num_modality_prompts=0,
+        modality_prompt_layers=None,
+        num_semantic_prompts=0,
+        semantic_prompt_layers=None,
+        num_bind_prompts=0,
+        bind_layers=(),
+        frozen=False,
+        pretrained='checkpoints/ViT-B-16.pt',
+        quick_gelu=None,
+        with_cp=False,
+        feature='cls',
+    ),
+    head=dict(
+        type='BNNeckHead',
+        in_channels=2304,
+        num_classes=171,
+        num_modalities=3,
+        loss_cls=dict(type='mmpretrain.LabelSmoothLoss', label_smooth_val=0.1, loss_weight=0.25),
+        loss_triplet=dict(type='TripletLoss', margin=None, loss_weight=1.0),
+        test_feature='before',
+        per_modality_loss=None,
+        align_loss=None,
+    ),
+)

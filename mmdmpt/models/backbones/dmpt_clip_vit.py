@@ -1,0 +1,560 @@
+"""The DMPT backbone: a frozen open_clip ViT shared by all modalities, prompted."""
+
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from mmdmpt.registry import MODELS
+
+from ..prompts import DeepPrompts, ModalityPromptGenerator
+from ..utils import (
+    build_clip,
+    extract_modality_knowledge,
+    load_clip_weights,
+    load_into_clip,
+    resolve_clip_config,
+    resolve_quick_gelu,
+)
+
+DEFAULT_MODALITY_WORDS = {
+    'rgb': 'visible',
+    'nir': 'near-infrared',
+    'tir': 'thermal-infrared',
+}
+FEATURE_TYPES = ('cls', 'cls_proj', 'cls_prompt')
+
+
+def fast_block_forward(
+    block: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Run an open_clip ``ResidualAttentionBlock`` with its own weights and SDPA.
+
+    Equivalent to ``block(x, attn_mask=attn_mask)`` for batch-first blocks,
+    but calls :func:`torch.nn.functional.scaled_dot_product_attention` on the
+    block's ``in_proj`` / ``out_proj`` weights directly (one fused kernel for
+    any batch of equal-length sequences). Other block types fall back to
+    ``block(x)``.
+
+    Args:
+        block (nn.Module): The transformer block.
+        x (Tensor): ``(B, T, C)``.
+        attn_mask (Tensor, optional): Boolean (True = attend) or additive mask
+            broadcastable to ``(B, heads, T, T)``. Defaults to None.
+
+    Returns:
+        Tensor: ``(B, T, C)``.
+    """
+    attn = getattr(block, 'attn', None)
+    if not (
+        isinstance(attn, nn.MultiheadAttention)
+        and attn.batch_first
+        and attn._qkv_same_embed_dim
+        and attn.bias_k is None
+        and not attn.add_zero_attn
+        and hasattr(block, 'ln_1')
+        and not hasattr(block, 'ln_1_kv')
+    ):
+        return block(x, attn_mask=attn_mask)
+    batch, length, width = x.shape
+    heads = attn.num_heads
+    y = block.ln_1(x)
+    qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias)
+    q, k, v = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    dropout = attn.dropout if attn.training else 0.0
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+    o = F.linear(o.transpose(1, 2).reshape(batch, length, width), *_linear(attn.out_proj))
+    x = x + block.ls_1(o)
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def _linear(layer: nn.Linear) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    return layer.weight, layer.bias
+
+
+def _parse_layers(layers: Optional[Sequence[int]], num_layers: int, name: str) -> Tuple[int, ...]:
+    if layers is None:
+        return tuple(range(num_layers))
+    out = sorted({int(layer) for layer in layers})
+    bad = [layer for layer in out if not 0 <= layer < num_layers]
+    if bad:
+        raise ValueError(f'{name} {bad} out of range for a {num_layers}-layer tower (0-based)')
+    return tuple(out)
+
+
+@MODELS.register_module()
+class DMPTCLIPViT(BaseModule):
+    """DMPT backbone wrapper: one frozen CLIP ViT for every modality, prompted.
+
+    Per modality ``m`` the sequence entering visual block ``l`` is
+    ``[CLS, patches, MSP_l^m, SP_l, (B'_{l-1})]``:
+
+    * ``MSP_l^m = P_l(k_l^m) + E_l``: modality-specific prompts from the
+      frozen text encoder's knowledge of the modality word (computed once at
+      build time and kept as the buffer ``modality_knowledge``; the text
+      tower is deleted afterwards);
+    * ``SP_l``: modality-independent semantic prompts, the same parameters for
+      every modality;
+    * ``B'_{l-1}``: the PromptIBind output of bind layer ``l - 1``.
+
+    Prompts are VPT-deep: at a prompted layer the previous layer's prompt
+    outputs are replaced by that layer's prompts; at an unprompted layer after
+    a prompted one they are carried through. At each bind layer ``l`` the joint
+    sequence ``[B_l; S^1; ...; S^k]`` -- the bind prompts and the semantic
+    prompt *outputs of layer l-1* of each present modality -- passes through
+    the same frozen block ``l``; its bind outputs ``B'_l`` are appended to every
+    modality's sequence at layer ``l + 1`` and dropped after it. The
+    modality-specific prompts never enter the joint sequence.
+
+    All present (sample, modality) streams run as one batch through each
+    block (equal lengths), the bind sequences as one batch per number of
+    present modalities. Absent modalities are not computed; their output
+    slice is zero.
+
+    Args:
+        clip_model (str | dict): An open_clip model name or a dict config
+            (``embed_dim``, ``vision_cfg``, ``text_cfg``; see
+            :func:`mmdmpt.models.utils.resolve_clip_config`).
+            Defaults to ``'ViT-B-16'``.
+        img_size (tuple[int, int]): Input ``(H, W)``; the positional embedding
+            is resized (bicubic) once at build time. Defaults to ``(256, 128)``.
+        modalities (Sequence[str]): Modality names in input order.
+            Defaults to ``('rgb', 'nir', 'tir')``.
+        object_name (str): ``'person'`` or ``'vehicle'`` (any word works).
+            Defaults to ``'person'``.
+        modality_words (dict | Sequence[str], optional): The word for each
+            modality in the text template. Defaults to None: ``rgb`` ->
+            'visible', ``nir`` -> 'near-infrared', ``tir`` -> 'thermal-infrared'.
+        template (str): Text template with ``{modality}`` and ``{object}``.
+            Defaults to ``'a {modality} photo of a {object}.'``.
+        num_modality_prompts (int): n_msp, tokens per modality and layer; 0
+            disables them. Defaults to 4.
+        modality_prompt_layers (Sequence[int], optional): 0-based layers with
+            MSP. Defaults to None (all layers).
+        num_semantic_prompts (int): n_sp; 0 disables them. Defaults to 8.
+        semantic_prompt_layers (Sequence[int], optional): 0-based layers with
+            SP. Defaults to None (all layers).
+        num_bind_prompts (int): n_b; 0 disables PromptIBind. Defaults to 4.
+        bind_layers (Sequence[int] | str): 0-based bind layers; each needs a
+            previous layer with semantic prompt outputs and a next layer
+            (``1 <= l <= L - 2``). ``'auto'`` gives ``max(1, L // 2 - 1) ..
+            L - 2`` (5..10 for 12 layers), restricted to layers after the first
+            semantic prompt layer. Defaults to ``'auto'``.
+        frozen (bool): Freeze every CLIP weight (True, DMPT) or fine-tune the
+            whole visual tower (False, the full fine-tuning baseline; ``proj``
+            stays frozen unless ``feature='cls_proj'`` uses it).
+            Defaults to True.
+        pretrained (str, optional): CLIP weight file (OpenAI TorchScript
+            archive, state dict or .safetensors). Defaults to None (random).
+        quick_gelu (bool, optional): MLP activation; None chooses
+            automatically (see :func:`mmdmpt.models.utils.resolve_quick_gelu`).
+            Defaults to None.
+        with_cp (bool): Gradient checkpointing of the blocks during training.
+            Defaults to False.
+        feature (str): Per-modality output: ``'cls'`` (class token after
+            ``ln_post``, d_v), ``'cls_proj'`` (also the 512-d projected class
+            token, d_v + E) or ``'cls_prompt'`` (also the mean of the last
+            layer's semantic prompt outputs after ``ln_post``, 2 d_v).
+            Defaults to ``'cls'``.
+        init_cfg (dict | list[dict], optional): MMEngine init config.
+            Defaults to None.
+    """
+
+    def __init__(
+        self,
+        *,
+        clip_model: Union[str, dict] = 'ViT-B-16',
+        img_size: Tuple[int, int] = (256, 128),
+        modalities: Sequence[str] = ('rgb', 'nir', 'tir'),
+        object_name: str = 'person',
+        modality_words: Optional[Union[Dict[str, str], Sequence[str]]] = None,
+        template: str = 'a {modality} photo of a {object}.',
+        num_modality_prompts: int = 4,
+        modality_prompt_layers: Optional[Sequence[int]] = None,
+        num_semantic_prompts: int = 8,
+        semantic_prompt_layers: Optional[Sequence[int]] = None,
+        num_bind_prompts: int = 4,
+        bind_layers: Union[Sequence[int], str] = 'auto',
+        frozen: bool = True,
+        pretrained: Optional[str] = None,
+        quick_gelu: Optional[bool] = None,
+        with_cp: bool = False,
+        feature: str = 'cls',
+        init_cfg: Optional[Union[dict, List[dict]]] = None,
+    ) -> None:
+        super().__init__(init_cfg=init_cfg)
+        modalities = tuple(modalities)
+        if not modalities or len(set(modalities)) != len(modalities):
+            raise ValueError(f'modalities must be non-empty and unique, got {modalities}')
+        if feature not in FEATURE_TYPES:
+            raise ValueError(f'feature must be one of {FEATURE_TYPES}, got {feature!r}')
+        for name, value in (
+            ('num_modality_prompts', num_modality_prompts),
+            ('num_semantic_prompts', num_semantic_prompts),
+            ('num_bind_prompts', num_bind_prompts),
+        ):
+            if int(value) < 0:
+                raise ValueError(f'{name} must be >= 0, got {value}')
+        self.modalities = modalities
+        self.num_modalities = len(modalities)
+        self.img_size = (int(img_size[0]), int(img_size[1]))
+        self.object_name = object_name
+        self.template = template
+        self.modality_words = self._resolve_words(modalities, modality_words)
+        self.frozen = bool(frozen)
+        self.with_cp = bool(with_cp)
+        self.feature = feature
+        self.pretrained = pretrained
+
+        # 1. CLIP with (resized) pretrained weights and the right activation.
+        cfg, cfg_quick_gelu, model_name = resolve_clip_config(clip_model, self.img_size)
+        state_dict, info = (None, None)
+        if pretrained is not None:
+            state_dict, info = load_clip_weights(pretrained)
+        use_quick_gelu, reason = resolve_quick_gelu(quick_gelu, info, cfg_quick_gelu, model_name)
+        self.quick_gelu = use_quick_gelu
+        print_log(
+            f'DMPTCLIPViT: {"QuickGELU" if use_quick_gelu else "GELU"} activation ({reason}).',
+            logger='current',
+        )
+        clip = build_clip(cfg, use_quick_gelu)
+        if state_dict is not None:
+            load_into_clip(clip, state_dict, pretrained)
+            print_log(
+                f'DMPTCLIPViT: loaded CLIP weights from {pretrained} ({info["format"]}); '
+                f'positional embedding on a {clip.visual.grid_size[0]}x'
+                f'{clip.visual.grid_size[1]} grid.',
+                logger='current',
+            )
+        else:
+            print_log(
+                'DMPTCLIPViT: pretrained=None, the CLIP weights (and the modality knowledge '
+                'read from the text tower) are random.',
+                logger='current',
+                level=logging.WARNING,
+            )
+        del state_dict
+
+        # 2. Modality knowledge from the frozen text tower, then drop the tower.
+        knowledge, text_features, self.text_prompts = extract_modality_knowledge(
+            clip, self.modality_words, template, object_name
+        )
+        self.register_buffer('modality_knowledge', knowledge)  # (M, L_t, d_t)
+        self.register_buffer('modality_text_features', text_features)  # (M, E)
+        self.visual = clip.visual
+        del clip
+
+        blocks = self.visual.transformer.resblocks
+        self.num_layers = num_layers = len(blocks)
+        self.embed_dims = embed_dims = int(self.visual.transformer.width)
+        self.proj_dims = int(self.visual.proj.shape[1]) if self.visual.proj is not None else 0
+        text_layers, text_dims = knowledge.shape[1], knowledge.shape[2]
+        patch_h, patch_w = self.visual.patch_size
+        patch_dim = 3 * patch_h * patch_w
+
+        # 3. Prompt layout.
+        self.num_modality_prompts = int(num_modality_prompts)
+        self.num_semantic_prompts = int(num_semantic_prompts)
+        self.num_bind_prompts = int(num_bind_prompts)
+        self.msp_layers = (
+            _parse_layers(modality_prompt_layers, num_layers, 'modality_prompt_layers')
+            if self.num_modality_prompts
+            else ()
+        )
+        self.sp_layers = (
+            _parse_layers(semantic_prompt_layers, num_layers, 'semantic_prompt_layers')
+            if self.num_semantic_prompts
+            else ()
+        )
+        self.bind_layers = self._resolve_bind_layers(bind_layers)
+        # Visual layer l reads text layer floor(l * L_t / L) (identity when equal).
+        self.text_layer_map = tuple(
+            (layer * text_layers) // num_layers for layer in self.msp_layers
+        )
+        if feature == 'cls_prompt' and not self.sp_layers:
+            raise ValueError(
+                "feature='cls_prompt' needs semantic prompts (num_semantic_prompts > 0)"
+            )
+
+        self.modality_prompts = (
+            ModalityPromptGenerator(
+                num_layers=len(self.msp_layers),
+                num_tokens=self.num_modality_prompts,
+                text_dim=text_dims,
+                embed_dim=embed_dims,
+            )
+            if self.msp_layers
+            else None
+        )
+        self.semantic_prompts = (
+            DeepPrompts(
+                num_layers=len(self.sp_layers),
+                num_tokens=self.num_semantic_prompts,
+                embed_dim=embed_dims,
+                patch_dim=patch_dim,
+            )
+            if self.sp_layers
+            else None
+        )
+        self.bind_prompts = (
+            DeepPrompts(
+                num_layers=len(self.bind_layers),
+                num_tokens=self.num_bind_prompts,
+                embed_dim=embed_dims,
+                patch_dim=patch_dim,
+            )
+            if self.bind_layers
+            else None
+        )
+        self._msp_index = {layer: i for i, layer in enumerate(self.msp_layers)}
+        self._sp_index = {layer: i for i, layer in enumerate(self.sp_layers)}
+        self._bind_index = {layer: i for i, layer in enumerate(self.bind_layers)}
+
+        # 4. Freezing.
+        self.visual.requires_grad_(not self.frozen)
+        if self.visual.proj is not None:
+            self.visual.proj.requires_grad_(not self.frozen and feature == 'cls_proj')
+        prompted = set(self.msp_layers) | set(self.sp_layers) | set(self.bind_layers)
+        self._first_grad_layer = (min(prompted) if prompted else num_layers) if self.frozen else 0
+
+        if feature == 'cls':
+            self.out_channels = embed_dims
+        elif feature == 'cls_proj':
+            self.out_channels = embed_dims + self.proj_dims
+        else:
+            self.out_channels = 2 * embed_dims
+        print_log(
+            f'DMPTCLIPViT: {num_layers} layers, width {embed_dims}, grid '
+            f'{self.visual.grid_size}, MSP layers {list(self.msp_layers)} (x'
+            f'{self.num_modality_prompts}, text layers {list(self.text_layer_map)}), SP layers '
+            f'{list(self.sp_layers)} (x{self.num_semantic_prompts}), bind layers '
+            f'{list(self.bind_layers)} (x{self.num_bind_prompts}), frozen={self.frozen}.',
+            logger='current',
+        )
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _resolve_words(
+        modalities: Tuple[str, ...], words: Optional[Union[Dict[str, str], Sequence[str]]]
+    ) -> Tuple[str, ...]:
+        if words is None:
+            words = DEFAULT_MODALITY_WORDS
+        if isinstance(words, dict):
+            missing = [m for m in modalities if m not in words]
+            if missing:
+                raise ValueError(
+                    f'No modality word for {missing}; pass modality_words=dict(name=word, ...)'
+                )
+            return tuple(str(words[m]) for m in modalities)
+        words = tuple(str(w) for w in words)
+        if len(words) != len(modalities):
+            raise ValueError(
+                f'{len(words)} modality words for {len(modalities)} modalities {modalities}'
+            )
+        return words
+
+    def _resolve_bind_layers(self, bind_layers: Union[Sequence[int], str]) -> Tuple[int, ...]:
+        num_layers = self.num_layers
+        if not self.num_bind_prompts:
+            return ()
+        first_sp = min(self.sp_layers) if self.sp_layers else None
+        if isinstance(bind_layers, str):
+            if bind_layers != 'auto':
+                raise ValueError(f"bind_layers must be 'auto' or a sequence, got {bind_layers!r}")
+            if first_sp is None:
+                return ()
+            start = max(1, num_layers // 2 - 1, first_sp + 1)
+            return tuple(range(start, num_layers - 1))
+        layers = tuple(sorted({int(layer) for layer in bind_layers}))
+        if not layers:
+            return ()
+        if first_sp is None:
+            raise ValueError(
+                'PromptIBind binds semantic prompt outputs: bind_layers needs '
+                'num_semantic_prompts > 0 (or set num_bind_prompts=0 / bind_layers=()).'
+            )
+        bad = [layer for layer in layers if not 1 <= layer <= num_layers - 2]
+        if bad:
+            raise ValueError(
+                f'bind_layers {bad} invalid for {num_layers} layers: a bind layer l needs the '
+                f'previous layer and a next layer, i.e. 1 <= l <= {num_layers - 2}.'
+            )
+        early = [layer for layer in layers if layer - 1 < first_sp]
+        if early:
+            raise ValueError(
+                f'bind_layers {early} come before any semantic prompt output (first semantic '
+                f'prompt layer is {first_sp}); each bind layer l needs semantic prompts at a '
+                'layer <= l - 1.'
+            )
+        return layers
+
+    def train(self, mode: bool = True) -> 'DMPTCLIPViT':
+        """Set train mode; the frozen CLIP tower always stays in eval mode."""
+        super().train(mode)
+        if self.frozen:
+            self.visual.eval()
+        return self
+
+    def get_visual_projection(self) -> Optional[torch.Tensor]:
+        """CLIP's visual projection ``(d_v, E)`` (frozen), e.g. for alignment."""
+        return self.visual.proj
+
+    # ---------------------------------------------------------------- forward
+    def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.with_cp and self.training and torch.is_grad_enabled():
+            return checkpoint(fast_block_forward, block, x, use_reentrant=False)
+        return fast_block_forward(block, x)
+
+    def _bind_groups(
+        self,
+        mask: Optional[torch.Tensor],
+        num_samples: int,
+        sample_idx: torch.Tensor,
+        mod_idx: torch.Tensor,
+    ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Group samples by their number of present modalities.
+
+        Returns:
+            tuple: a list of ``(n_g, k_g)`` stream-index tensors (row i holds
+            the streams of one sample, in modality order) and, per stream, the
+            row of its sample in the concatenated bind outputs.
+        """
+        num_mod = self.num_modalities
+        device = sample_idx.device
+        num_streams = sample_idx.numel()
+        if mask is None:
+            ids = torch.arange(num_streams, device=device).view(num_samples, num_mod)
+            return [ids], sample_idx
+        stream_id = torch.full((num_samples, num_mod), -1, dtype=torch.long, device=device)
+        stream_id[sample_idx, mod_idx] = torch.arange(num_streams, device=device)
+        counts = mask.sum(1)
+        groups, order = [], []
+        for k in sorted(set(counts.tolist()) - {0}):
+            samples = (counts == k).nonzero(as_tuple=True)[0]
+            ids = stream_id[samples]
+            groups.append(ids[ids >= 0].view(samples.numel(), k))
+            order.append(samples)
+        order = torch.cat(order)
+        row_of_sample = torch.full((num_samples,), -1, dtype=torch.long, device=device)
+        row_of_sample[order] = torch.arange(order.numel(), device=device)
+        return groups, row_of_sample[sample_idx]
+
+    def forward(
+        self, x: torch.Tensor, modality_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Extract per-modality features.
+
+        Args:
+            x (Tensor): ``(N, M, 3, H, W)`` normalised images.
+            modality_mask (Tensor, optional): ``(N, M)`` bool, True where the
+                modality is present. Defaults to None (all present).
+
+        Returns:
+            Tensor: ``(N, M, D)`` with ``D = self.out_channels``; absent
+            modalities' slices are exactly zero.
+        """
+        num_mod = self.num_modalities
+        if x.dim() != 5 or x.shape[1] != num_mod or x.shape[2] != 3:
+            raise ValueError(f'Expected inputs (N, {num_mod}, 3, H, W), got {tuple(x.shape)}')
+        if tuple(x.shape[-2:]) != self.img_size:
+            raise ValueError(
+                f'Input size {tuple(x.shape[-2:])} differs from img_size {self.img_size} the '
+                'positional embedding was resized to'
+            )
+        num_samples = x.shape[0]
+        device = x.device
+        if modality_mask is None:
+            mask = None
+            sample_idx = torch.arange(num_samples, device=device).repeat_interleave(num_mod)
+            mod_idx = torch.arange(num_mod, device=device).repeat(num_samples)
+            images = x.flatten(0, 1)
+        else:
+            mask = torch.as_tensor(modality_mask, device=device).bool()
+            if mask.shape != (num_samples, num_mod):
+                raise ValueError(
+                    f'modality_mask must be ({num_samples}, {num_mod}), got {tuple(mask.shape)}'
+                )
+            if bool(mask.all()):
+                return self.forward(x, None)
+            sample_idx, mod_idx = mask.nonzero(as_tuple=True)
+            images = x[sample_idx, mod_idx]
+        out = x.new_zeros(num_samples * num_mod, self.out_channels)
+        if sample_idx.numel() == 0:
+            return out.view(num_samples, num_mod, -1)
+        feats = self._forward_streams(images, mask, num_samples, sample_idx, mod_idx)
+        out = out.index_copy(0, sample_idx * num_mod + mod_idx, feats.to(out.dtype))
+        return out.view(num_samples, num_mod, -1)
+
+    def _forward_streams(
+        self,
+        images: torch.Tensor,
+        mask: Optional[torch.Tensor],
+        num_samples: int,
+        sample_idx: torch.Tensor,
+        mod_idx: torch.Tensor,
+    ) -> torch.Tensor:
+        """Run all present streams ``(S, 3, H, W)``; return ``(S, D)``."""
+        visual = self.visual
+        blocks = visual.transformer.resblocks
+        num_streams = images.shape[0]
+        grad_enabled = torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad_enabled and self._first_grad_layer == 0):
+            tokens = visual._embeds(images)  # (S, 1 + G, C): cls, pos-embed, ln_pre
+        dtype = tokens.dtype
+        num_base = tokens.shape[1]
+
+        msp_all = None
+        if self.modality_prompts is not None:
+            knowledge = self.modality_knowledge[:, list(self.text_layer_map)].to(dtype)
+            msp_all = self.modality_prompts(knowledge).to(dtype)  # (L_msp, M, n, C)
+        groups, bind_rows = (None, None)
+        if self.bind_layers:
+            groups, bind_rows = self._bind_groups(mask, num_samples, sample_idx, mod_idx)
+
+        msp_tok = sp_tok = bind_tok = None
+        for layer, block in enumerate(blocks):
+            with torch.set_grad_enabled(grad_enabled and layer >= self._first_grad_layer):
+                if layer in self._msp_index:
+                    msp_tok = msp_all[self._msp_index[layer]][mod_idx]
+                if layer in self._bind_index:
+                    # Bind the semantic prompt outputs of layer - 1 of each
+                    # sample's present modalities with B_layer in block layer.
+                    bind = self.bind_prompts(self._bind_index[layer]).to(dtype)
+                    outs = []
+                    for ids in groups:
+                        n, k = ids.shape
+                        semantic = sp_tok[ids.flatten()].reshape(n, k * sp_tok.shape[1], -1)
+                        joint = torch.cat([bind.expand(n, -1, -1), semantic], dim=1)
+                        outs.append(self._run_block(block, joint)[:, : bind.shape[0]])
+                    new_bind = torch.cat(outs)[bind_rows]  # (S, n_b, C)
+                else:
+                    new_bind = None
+                if layer in self._sp_index:
+                    sp = self.semantic_prompts(self._sp_index[layer]).to(dtype)
+                    sp_tok = sp.expand(num_streams, -1, -1)
+                parts = [tokens]
+                for extra in (msp_tok, sp_tok, bind_tok):
+                    if extra is not None:
+                        parts.append(extra)
+                seq = torch.cat(parts, dim=1) if len(parts) > 1 else tokens
+                seq = self._run_block(block, seq)
+                tokens = seq[:, :num_base]
+                start = num_base
+                if msp_tok is not None:
+                    msp_tok = seq[:, start : start + msp_tok.shape[1]]
+                    start += msp_tok.shape[1]
+                if sp_tok is not None:
+                    sp_tok = seq[:, start : start + sp_tok.shape[1]]
+                bind_tok = new_bind  # appended at the next layer only
+
+        cls = visual.ln_post(tokens[:, 0])
+        if self.feature == 'cls':
+            return cls
+        if self.feature == 'cls_proj':
+            return torch.cat([cls, cls @ visual.proj], dim=-1)
+        return torch.cat([cls, visual.ln_post(sp_tok).mean(1)], dim=-1)
