@@ -1,1 +1,3 @@
-__all__: list = []
+from .identity_sampler import IdentitySampler
+
+__all__ = ['IdentitySampler']

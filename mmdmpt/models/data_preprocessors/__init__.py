@@ -1,1 +1,3 @@
-__all__: list = []
+from .multimodal_data_preprocessor import MultiModalDataPreprocessor
+
+__all__ = ['MultiModalDataPreprocessor']

@@ -1,0 +1,193 @@
+"""Decode the images of every modality of one sample."""
+
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+from mmcv.transforms import BaseTransform
+from mmengine import fileio
+
+from mmdmpt.registry import TRANSFORMS
+
+from ..base import MODALITIES
+
+_JPEG_SOI = b'\xff\xd8'
+_JPEG_EOI = b'\xff\xd9'
+_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+_TAIL = 1024  # bytes searched for an end marker (trailing padding allowed)
+
+
+def decode_bgr(buf: bytes, path: str, check_complete: bool = True) -> np.ndarray:
+    """Decode an encoded image to an ``HxWx3`` uint8 array in BGR order.
+
+    Grey images come back with three identical channels (OpenCV's
+    ``IMREAD_COLOR``).
+
+    Args:
+        buf (bytes): The encoded file content.
+        path (str): The file, for messages.
+        check_complete (bool): Reject JPEG / PNG files whose end marker is
+            missing (truncated files, which OpenCV decodes partially with
+            only a warning). Defaults to True.
+
+    Returns:
+        numpy.ndarray: The image, contiguous.
+
+    Raises:
+        ValueError: If the file is empty, truncated or cannot be decoded.
+    """
+    if not buf:
+        raise ValueError(f'cannot decode image {path}: the file is empty')
+    if check_complete:
+        tail = buf[-_TAIL:]
+        if buf.startswith(_JPEG_SOI) and _JPEG_EOI not in tail:
+            raise ValueError(f'cannot decode image {path}: truncated JPEG (no end-of-image marker)')
+        if buf.startswith(_PNG_MAGIC) and b'IEND' not in tail:
+            raise ValueError(f'cannot decode image {path}: truncated PNG (no IEND chunk)')
+    img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f'cannot decode image {path}: corrupt or not an image')
+    return img
+
+
+@TRANSFORMS.register_module()
+class LoadMultiModalImages(BaseTransform):
+    """Load the image of every modality of one multi-modal sample.
+
+    Reads ``img_paths`` (one per modality, in ``modalities`` order); for a
+    strip (``tile_indices`` not None) the file is decoded once and cut into
+    ``num_tiles`` tiles of equal width, each modality taking its tile.
+
+    Required keys: ``img_paths``, ``modalities``, ``tile_indices`` (optional),
+    ``num_tiles`` (strips).
+
+    Added keys:
+
+    - ``imgs`` (list[numpy.ndarray]): ``HxWx3`` uint8 RGB images in modality
+      order (grey images get three identical channels);
+    - ``ori_shapes`` / ``img_shapes`` (list[tuple[int, int]]): their shapes;
+    - ``img_shape`` (tuple[int, int]): shape of the first image;
+    - ``modality_mask`` (numpy.ndarray): bool ``(M,)``, False for the
+      modalities named in ``missing_modalities``; those files are not read
+      and their images are zeros of the shape of the present ones.
+
+    Args:
+        missing_modalities (Sequence[str]): Modalities to treat as absent
+            (names among ``('rgb', 'nir', 'tir')``; a name the sample does not
+            carry is ignored). Defaults to ``()``.
+        tile_width (int, optional): Expected tile width of strips; a strip
+            must then be exactly ``num_tiles * tile_width`` wide. None infers
+            the tile width as strip width / ``num_tiles`` (the width must
+            divide). Defaults to None.
+        check_complete (bool): Reject truncated JPEG/PNG files. Defaults to
+            True.
+        backend_args (dict, optional): ``mmengine.fileio`` backend arguments;
+            None reads local files directly. Defaults to None.
+    """
+
+    def __init__(
+        self,
+        missing_modalities: Sequence[str] = (),
+        tile_width: Optional[int] = None,
+        check_complete: bool = True,
+        backend_args: Optional[dict] = None,
+    ) -> None:
+        if isinstance(missing_modalities, str):
+            missing_modalities = (missing_modalities,)
+        for name in missing_modalities:
+            if name not in MODALITIES:
+                raise ValueError(
+                    f'unknown modality {name!r} in missing_modalities; '
+                    f'expected names among {MODALITIES}'
+                )
+        if tile_width is not None and tile_width <= 0:
+            raise ValueError(f'tile_width must be positive, got {tile_width}')
+        self.missing_modalities = tuple(missing_modalities)
+        self.tile_width = tile_width
+        self.check_complete = check_complete
+        self.backend_args = backend_args
+
+    def _read(self, path: str) -> bytes:
+        if self.backend_args is None:
+            try:
+                with open(path, 'rb') as f:
+                    return f.read()
+            except FileNotFoundError:
+                raise FileNotFoundError(f'image file not found: {path}') from None
+        return fileio.get(path, backend_args=self.backend_args)
+
+    def _tile(self, strip: np.ndarray, path: str, index: int, num_tiles: int) -> np.ndarray:
+        width = strip.shape[1]
+        if self.tile_width is not None:
+            if width != num_tiles * self.tile_width:
+                raise ValueError(
+                    f'strip {path} is {width} px wide; expected {num_tiles} tiles x '
+                    f'{self.tile_width} px = {num_tiles * self.tile_width} px'
+                )
+            tile = self.tile_width
+        else:
+            if width % num_tiles:
+                raise ValueError(
+                    f'strip {path} is {width} px wide; expected a width of {num_tiles} x '
+                    f'the tile width (a multiple of {num_tiles})'
+                )
+            tile = width // num_tiles
+        if not 0 <= index < num_tiles:
+            raise ValueError(f'tile index {index} out of range for {num_tiles} tiles ({path})')
+        return strip[:, index * tile : (index + 1) * tile]
+
+    def transform(self, results: dict) -> dict:
+        """Decode the images (see the class docstring).
+
+        Args:
+            results (dict): A ``data_info`` dict.
+
+        Returns:
+            dict: ``results`` with the added keys.
+        """
+        paths = results['img_paths']
+        modalities = tuple(results.get('modalities', MODALITIES[: len(paths)]))
+        if len(modalities) != len(paths):
+            raise ValueError(
+                f'{len(paths)} img_paths for {len(modalities)} modalities {modalities}: {paths}'
+            )
+        tiles = results.get('tile_indices')
+        num_tiles = results.get('num_tiles')
+        if tiles is not None and num_tiles is None:
+            raise ValueError(f'tile_indices given without num_tiles for {paths}')
+        mask = np.array([m not in self.missing_modalities for m in modalities], dtype=bool)
+        if not mask.any():
+            raise ValueError(f'every modality of the sample {modalities} is marked missing')
+
+        decoded = {}  # path -> BGR image (a strip is decoded once)
+        imgs = [None] * len(paths)
+        for i, path in enumerate(paths):
+            if not mask[i]:
+                continue
+            bgr = decoded.get(path)
+            if bgr is None:
+                bgr = decode_bgr(self._read(path), path, self.check_complete)
+                decoded[path] = bgr
+            if tiles is not None:
+                bgr = self._tile(bgr, path, tiles[i], num_tiles)
+            # One copy: cvtColor writes a fresh contiguous RGB array (tiles are views).
+            imgs[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+        shape = next(img.shape for img in imgs if img is not None)
+        for i in range(len(imgs)):
+            if imgs[i] is None:
+                imgs[i] = np.zeros(shape, dtype=np.uint8)
+        shapes = [img.shape[:2] for img in imgs]
+        results['imgs'] = imgs
+        results['ori_shapes'] = shapes
+        results['img_shapes'] = list(shapes)
+        results['img_shape'] = shapes[0]
+        results['modality_mask'] = mask
+        return results
+
+    def __repr__(self) -> str:
+        return (
+            f'{self.__class__.__name__}(missing_modalities={self.missing_modalities}, '
+            f'tile_width={self.tile_width}, check_complete={self.check_complete}, '
+            f'backend_args={self.backend_args})'
+        )
