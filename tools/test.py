@@ -71,7 +71,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.test_cfg = test_cfg
 
     if args.launcher != 'none' and not torch.cuda.is_available():
-        cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
 
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -85,6 +85,10 @@ def main() -> None:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     cfg = merge_args(cfg, args)
+    if args.launcher == 'pytorch' and not torch.cuda.is_available():
+        # MMEngine's pytorch launcher calls torch.cuda.set_device(); without a
+        # GPU start the gloo process group here (the Runner then reuses it).
+        torch.distributed.init_process_group(backend='gloo')
     runner = Runner.from_cfg(cfg)
     runner.test()
 

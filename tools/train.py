@@ -130,7 +130,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
             loader['persistent_workers'] = False
 
     if args.launcher != 'none' and not torch.cuda.is_available():
-        cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
 
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -150,6 +150,10 @@ def main() -> None:
             sys.stderr.write(f'  - {problem}\n')
         raise SystemExit(1)
 
+    if args.launcher == 'pytorch' and not torch.cuda.is_available():
+        # MMEngine's pytorch launcher calls torch.cuda.set_device(); without a
+        # GPU start the gloo process group here (the Runner then reuses it).
+        torch.distributed.init_process_group(backend='gloo')
     runner = Runner.from_cfg(cfg)
     runner.train()
 

@@ -8,9 +8,12 @@ import os.path as osp
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import torch
 from mmengine.dist import is_main_process
+from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from mmengine.runner import TestLoop
+from mmengine.structures import BaseDataElement
 from torch.utils.data import DataLoader
 
 from mmdmpt.registry import LOOPS
@@ -76,13 +79,108 @@ def set_missing_in_pipeline(dataloader_cfg: dict, missing: Sequence[str]) -> dic
     return cfg
 
 
+def _scalar(value, default: int = -1) -> int:
+    if value is None:
+        return default
+    if isinstance(value, torch.Tensor):
+        value = value.reshape(-1)[0].item()
+    return int(value)
+
+
+class _RankListCollector(BaseMetric):
+    """Keeps each test sample's feature and ids for the rank-list pictures.
+
+    Appended to the test evaluator for one evaluation, it rides on
+    :class:`~mmengine.evaluator.BaseMetric`'s result collection: every rank
+    keeps its samples in :meth:`process`, ``evaluate`` gathers them (padding
+    included) on rank 0, where :meth:`compute_metrics` stores them in
+    ``collected`` and returns no metric.
+    """
+
+    default_prefix = 'show'
+
+    def __init__(self, collect_device: str = 'cpu') -> None:
+        super().__init__(collect_device=collect_device)
+        self.collected: Optional[List[dict]] = None
+
+    def process(self, data_batch, data_samples: Sequence) -> None:
+        """Keep small CPU copies of the features and ids."""
+        for sample in data_samples:
+            if isinstance(sample, BaseDataElement):
+                sample = sample.to_dict()
+            feature = torch.as_tensor(sample['pred_feature']).detach()
+            mask = sample.get('modality_mask')
+            self.results.append(
+                dict(
+                    feature=feature.to('cpu', torch.float32).reshape(-1).clone(),
+                    pid=_scalar(sample.get('gt_label')),
+                    camid=_scalar(sample.get('camid')),
+                    sceneid=_scalar(sample.get('sceneid')),
+                    is_query=bool(_scalar(sample.get('is_query'), 0)),
+                    sample_idx=_scalar(sample.get('sample_idx')),
+                    modality_mask=None
+                    if mask is None
+                    else torch.as_tensor(mask, dtype=torch.bool).cpu().clone(),
+                    img_paths=[str(p) for p in sample.get('img_paths') or []],
+                )
+            )
+
+    def compute_metrics(self, results: list) -> dict:
+        """Store the gathered results (rank 0 only); no metric."""
+        self.collected = list(results)
+        return {}
+
+
+def _features_from_records(records: List[dict], modalities: Sequence[str], meta: dict) -> dict:
+    """A features dict (see :mod:`mmdmpt.apis.features`) from collected samples."""
+    unique: Dict[int, dict] = {}
+    for i, r in enumerate(records):  # drop the padding of distributed samplers
+        unique.setdefault(r['sample_idx'] if r['sample_idx'] >= 0 else -1 - i, r)
+    rows = [unique[k] for k in sorted(unique)]
+    num_mod = len(modalities)
+    sceneids = torch.tensor([r['sceneid'] for r in rows], dtype=torch.int64)
+    return dict(
+        feats=torch.stack([r['feature'] for r in rows]),
+        pids=torch.tensor([r['pid'] for r in rows], dtype=torch.int64),
+        camids=torch.tensor([r['camid'] for r in rows], dtype=torch.int64),
+        sceneids=sceneids,
+        is_query=torch.tensor([r['is_query'] for r in rows], dtype=torch.bool),
+        sample_idx=torch.tensor([r['sample_idx'] for r in rows], dtype=torch.int64),
+        modality_mask=torch.stack(
+            [
+                r['modality_mask']
+                if r['modality_mask'] is not None
+                else torch.ones(num_mod, dtype=torch.bool)
+                for r in rows
+            ]
+        ),
+        img_paths=[r['img_paths'] for r in rows],
+        modalities=list(modalities),
+        has_scenes=bool((sceneids >= 0).all()),
+        normalized=False,
+        missing=list(meta.get('missing', ())),
+        dataset_name=str(meta.get('dataset_name', '')),
+    )
+
+
 @LOOPS.register_module()
 class ReIDTestLoop(TestLoop):
-    """Test loop that can evaluate with some modalities absent.
+    """Test loop that can evaluate with some modalities absent, and draw rank lists.
 
     Each setting rebuilds the test dataloader with
     ``LoadMultiModalImages(missing_modalities=...)``, so absent images are never
     read, and the model sees the samples' ``modality_mask``.
+
+    With ``show_dir``, the first evaluation also keeps every test sample's
+    ``pred_feature`` and ids, and rank 0 then writes the rank lists of
+    ``show_num`` queries (spread evenly over the query set) into
+    ``show_dir``: the query's modalities and its ``show_topk`` nearest gallery
+    samples framed green (same id) or red, with the samples the metric removes
+    (same id and same camera / scene) hidden, ranked with the first
+    ``ReIDMetric``'s distance. In distributed runs the samples of all ranks
+    are gathered to rank 0 as the metric's results are (MMEngine's
+    ``collect_results`` with the metric's ``collect_device``), and only rank
+    0 draws.
 
     Args:
         runner: The runner.
@@ -93,6 +191,11 @@ class ReIDTestLoop(TestLoop):
             ``'all'`` for every non-empty subset (one table). Defaults to None.
         out_file (str, optional): Write the metrics of every setting to this
             JSON file. Defaults to None.
+        show_dir (str, optional): Write rank-list PNGs of the first
+            evaluation into this folder. Defaults to None (no pictures).
+        show_num (int): Queries drawn with ``show_dir``. Defaults to 8.
+        show_topk (int): Gallery samples per query with ``show_dir``.
+            Defaults to 10.
     """
 
     def __init__(
@@ -103,7 +206,13 @@ class ReIDTestLoop(TestLoop):
         fp16: bool = False,
         missing: Union[None, str, Sequence[str]] = None,
         out_file: Optional[str] = None,
+        show_dir: Optional[str] = None,
+        show_num: int = 8,
+        show_topk: int = 10,
     ) -> None:
+        for name, value in (('show_num', show_num), ('show_topk', show_topk)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f'{name} must be a positive int, got {value!r}')
         self._dataloader_cfg = copy.deepcopy(dataloader) if isinstance(dataloader, dict) else None
         super().__init__(runner, dataloader, evaluator, fp16)
         self.modalities = tuple(self.dataloader.dataset.metainfo['modalities'])
@@ -111,11 +220,53 @@ class ReIDTestLoop(TestLoop):
         if self.settings != [()] and self._dataloader_cfg is None:
             raise ValueError('missing-modality testing needs test_dataloader as a config dict')
         self.out_file = out_file
+        self.show_dir = show_dir
+        self.show_num = show_num
+        self.show_topk = show_topk
+
+    def _reid_metric_options(self) -> dict:
+        """Distance, normalisation and collect device of the first ReID-like metric."""
+        for metric in getattr(self.evaluator, 'metrics', []):
+            if hasattr(metric, 'metric') and hasattr(metric, 'feat_norm'):
+                return dict(
+                    metric=metric.metric,
+                    feat_norm=metric.feat_norm,
+                    collect_device=getattr(metric, 'collect_device', 'cpu'),
+                )
+        return dict(metric='cosine', feat_norm=True, collect_device='cpu')
+
+    def _evaluate(self, show: bool, missing: Tuple[str, ...]) -> dict:
+        """One evaluation; with ``show``, also draw the rank lists (rank 0)."""
+        if not show:
+            return super().run()
+        options = self._reid_metric_options()
+        collector = _RankListCollector(collect_device=options['collect_device'])
+        self.evaluator.metrics.append(collector)
+        try:
+            metrics = super().run()
+        finally:
+            self.evaluator.metrics.remove(collector)
+        if is_main_process() and collector.collected:
+            from mmdmpt.visualization import draw_rank_lists
+
+            dataset = self.dataloader.dataset
+            meta = dict(getattr(dataset, 'metainfo', {}) or {}, missing=missing)
+            features = _features_from_records(collector.collected, self.modalities, meta)
+            draw_rank_lists(
+                features,
+                self.show_dir,
+                dataset=dataset,
+                num_queries=self.show_num,
+                topk=self.show_topk,
+                metric=options['metric'],
+                feat_norm=options['feat_norm'],
+            )
+        return metrics
 
     def run(self) -> dict:
         """Evaluate once per setting and return the metrics of the first."""
         table: OrderedDict[str, dict] = OrderedDict()
-        for missing in self.settings:
+        for i, missing in enumerate(self.settings):
             present = '+'.join(m for m in self.modalities if m not in missing)
             if missing:
                 cfg = set_missing_in_pipeline(self._dataloader_cfg, missing)
@@ -124,7 +275,7 @@ class ReIDTestLoop(TestLoop):
                     f'Testing with modalities: {present} (missing: {",".join(missing)})',
                     logger='current',
                 )
-            table[present] = super().run()
+            table[present] = self._evaluate(bool(self.show_dir) and i == 0, missing)
         if len(table) > 1:
             print_log(format_table(table), logger='current')
         if self.out_file and is_main_process():

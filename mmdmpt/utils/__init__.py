@@ -1,1 +1,3 @@
-__all__: list = []
+from .io import atomic_write_path
+
+__all__ = ['atomic_write_path']

@@ -13,10 +13,8 @@ Example::
 """
 
 import argparse
-import os
 import os.path as osp
 import sys
-import tempfile
 from typing import Optional, Sequence
 
 
@@ -46,6 +44,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from safetensors.torch import save_file
 
     from mmdmpt.models.utils import load_clip_weights
+    from mmdmpt.utils import atomic_write_path
 
     state_dict, info = load_clip_weights(args.src)
     if info['source'] != 'openai' and not args.allow_non_openai:
@@ -67,17 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         'dtype': args.dtype,
         'converted_from': osp.basename(args.src),
     }
-    dst_dir = osp.dirname(osp.abspath(args.dst))
-    os.makedirs(dst_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.safetensors', dir=dst_dir)
-    os.close(fd)
-    try:
+    with atomic_write_path(args.dst) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, args.dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
     num = sum(v.numel() for v in tensors.values())
     print(f'Wrote {args.dst}: {len(tensors)} tensors, {num:,} values, {args.dtype}, {metadata}')
     return 0

@@ -1,0 +1,199 @@
+"""Loss and metric curves from MMEngine's scalar log.
+
+MMEngine's ``LocalVisBackend`` writes ``<work_dir>/<timestamp>/vis_data/
+scalars.json``: one JSON object per line. Training lines carry ``step`` (the
+iteration), ``lr``, the losses, ``epoch`` (epoch-based runs), ``iter``,
+``time``...; validation lines carry the metrics (e.g. ``reid/mAP``) with
+``step`` = the epoch (or the iteration in iteration-based runs).
+"""
+
+import glob
+import json
+import math
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple
+
+__all__ = [
+    'DEFAULT_METRIC_KEYS',
+    'find_scalars_file',
+    'load_scalars',
+    'collect_curves',
+    'plot_curves',
+]
+
+#: Metric keys drawn by default (when present), besides every loss key.
+DEFAULT_METRIC_KEYS = ('reid/mAP', 'reid/Rank-1')
+
+Curve = Tuple[List[float], List[float], str]
+
+
+def find_scalars_file(path: str) -> str:
+    """Locate the scalar log of a run.
+
+    Args:
+        path (str): A ``scalars.json`` file, a ``vis_data`` folder, a run
+            folder ``<work_dir>/<timestamp>`` or a work dir (its latest run,
+            by timestamp folder name, is used).
+
+    Returns:
+        str: The ``scalars.json`` path.
+
+    Raises:
+        FileNotFoundError: If no scalar log is found.
+    """
+    if osp.isfile(path):
+        return path
+    candidates = [
+        osp.join(path, 'scalars.json'),
+        osp.join(path, 'vis_data', 'scalars.json'),
+    ]
+    for candidate in candidates:
+        if osp.isfile(candidate):
+            return candidate
+    runs = sorted(glob.glob(osp.join(glob.escape(path), '*', 'vis_data', 'scalars.json')))
+    if runs:
+        return runs[-1]
+    raise FileNotFoundError(
+        f'no scalar log found at {path}: expected a scalars.json file, or a work dir holding '
+        '<timestamp>/vis_data/scalars.json (written by LocalVisBackend; see '
+        'vis_backends in configs/_base_/default_runtime.py)'
+    )
+
+
+def load_scalars(path: str) -> List[dict]:
+    """Read the records of a scalar log (one JSON object per line).
+
+    Args:
+        path (str): See :func:`find_scalars_file`.
+
+    Returns:
+        list[dict]: The records, in file order.
+
+    Raises:
+        FileNotFoundError: If no scalar log is found.
+        ValueError: If a line is not a JSON object.
+    """
+    path = find_scalars_file(path)
+    records = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f'{path}:{lineno}: not a JSON line ({exc})') from exc
+            if not isinstance(record, dict):
+                raise ValueError(f'{path}:{lineno}: expected a JSON object per line')
+            records.append(record)
+    return records
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def collect_curves(
+    records: Sequence[dict], keys: Optional[Sequence[str]] = None
+) -> Dict[str, Curve]:
+    """Turn scalar records into one curve per key.
+
+    Args:
+        records (Sequence[dict]): Records of :func:`load_scalars`.
+        keys (Sequence[str], optional): Keys to collect. Defaults to None:
+            every key containing ``'loss'`` plus :data:`DEFAULT_METRIC_KEYS`
+            that are present.
+
+    Returns:
+        dict: ``key -> (steps, values, x_label)``; ``x_label`` is
+        ``'iteration'`` for training records (those with ``lr``) and
+        ``'epoch'`` for validation records of epoch-based runs.
+
+    Raises:
+        KeyError: If a requested key is in no record, or (default keys) the
+            log has no loss or metric key at all.
+    """
+    available: List[str] = []
+    for record in records:
+        available += [k for k, v in record.items() if k not in available and _is_number(v)]
+    if keys is None:
+        keys = [k for k in available if 'loss' in k]
+        keys += [k for k in DEFAULT_METRIC_KEYS if k in available]
+        if not keys:
+            raise KeyError(
+                f'the scalar log holds no loss key and none of {list(DEFAULT_METRIC_KEYS)}; '
+                f'available keys: {available}'
+            )
+    else:
+        absent = [k for k in keys if k not in available]
+        if absent:
+            raise KeyError(f'keys {absent} are not in the scalar log; available keys: {available}')
+    by_epoch = any('epoch' in r for r in records if 'lr' in r)
+    curves: Dict[str, Curve] = {}
+    for key in keys:
+        steps, values, train = [], [], False
+        for i, record in enumerate(records):
+            value = record.get(key)
+            if not _is_number(value):
+                continue
+            steps.append(float(record.get('step', i)))
+            values.append(float(value))
+            train = train or 'lr' in record
+        x_label = 'iteration' if train or not by_epoch else 'epoch'
+        curves[key] = (steps, values, x_label)
+    return curves
+
+
+def plot_curves(
+    path: str,
+    out_file: str,
+    keys: Optional[Sequence[str]] = None,
+    title: Optional[str] = None,
+    dpi: int = 100,
+) -> List[str]:
+    """Draw the curves of a run's scalar log into an image file.
+
+    One subplot per key, against its ``step`` (iterations for training
+    keys, epochs for validation metrics). Uses matplotlib's Agg canvas, so
+    no display is needed.
+
+    Args:
+        path (str): A work dir, run folder or ``scalars.json`` (see
+            :func:`find_scalars_file`).
+        out_file (str): The picture to write (e.g. ``curves.png``).
+        keys (Sequence[str], optional): Keys to draw. Defaults to None
+            (every loss key plus ``reid/mAP`` and ``reid/Rank-1``).
+        title (str, optional): Figure title. Defaults to None (the log path).
+        dpi (int): Resolution. Defaults to 100.
+
+    Returns:
+        list[str]: The keys drawn.
+
+    Raises:
+        FileNotFoundError: If no scalar log is found.
+        KeyError: If a key is missing (see :func:`collect_curves`).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    log_file = find_scalars_file(path)
+    curves = collect_curves(load_scalars(log_file), keys)
+    num = len(curves)
+    cols = 1 if num == 1 else 2
+    rows = math.ceil(num / cols)
+    fig = Figure(figsize=(6 * cols, 3.2 * rows), dpi=dpi)
+    FigureCanvasAgg(fig)
+    for i, (key, (steps, values, x_label)) in enumerate(curves.items(), 1):
+        ax = fig.add_subplot(rows, cols, i)
+        ax.plot(steps, values, marker='o' if len(steps) <= 30 else None, markersize=3)
+        ax.set_title(key)
+        ax.set_xlabel(x_label)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title or log_file, fontsize=9)
+    fig.tight_layout()
+    folder = osp.dirname(osp.abspath(out_file))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(out_file)
+    return list(curves)

@@ -1,0 +1,35 @@
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def load_common():
+    name = 'mmdmpt_tests_apis_common'
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name('common.py'))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope='session')
+def common():
+    return load_common()
+
+
+@pytest.fixture(scope='session')
+def tree(tmp_path_factory, common):
+    return common.make_tree(str(tmp_path_factory.mktemp('apis_tree') / 'RGBNT201'))
+
+
+@pytest.fixture(scope='package', autouse=True)
+def _single_thread():
+    """Tiny models run fastest on one thread, above all on shared, busy cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -1,0 +1,163 @@
+import importlib.util
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mmdmpt.apis import GallerySearcher, extract_dataset_features, split_query_gallery
+from mmdmpt.engine.loops import ReIDTestLoop
+from mmdmpt.visualization import MATCH_COLOR, MISMATCH_COLOR, rank_list_layout
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _test_tool():
+    spec = importlib.util.spec_from_file_location('mmdmpt_tools_test', ROOT / 'tools' / 'test.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tools_test_show_dir_draws_the_first_setting(common, tree, tmp_path, monkeypatch):
+    cfg = common.tiny_config(tree, log_level='WARNING')
+    ckpt = common.save_checkpoint(common.build_model(cfg, seed=4), str(tmp_path / 'ckpt.pth'))
+    cfg_file = tmp_path / 'tiny.py'
+    cfg.dump(str(cfg_file))
+    show = tmp_path / 'show'
+    argv = [
+        'test.py', str(cfg_file), ckpt, '--work-dir', str(tmp_path / 'work'),
+        '--show-dir', str(show), '--show-num', '3', '--missing', 'all',
+        '--cfg-options', 'test_cfg.show_topk=4',
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, 'argv', argv)
+    tool = _test_tool()
+    args = tool.parse_args()
+    run_cfg = tool.merge_args(Config.fromfile(str(cfg_file)), args)
+    assert run_cfg.test_cfg.show_dir == str(show) and run_cfg.test_cfg.show_num == 3
+    runner = Runner.from_cfg(run_cfg)
+    metrics = runner.test()
+    assert 'reid/mAP' in metrics and not any(k.startswith('show') for k in metrics)
+
+    # One picture per query, evenly spread over the 24 queries; only the first
+    # (full-modality) setting of '--missing all' is drawn.
+    files = sorted(p.name for p in show.glob('*.png'))
+    assert len(files) == 3
+    assert [f.split('_')[0] for f in files] == ['query0000', 'query0012', 'query0023']
+
+    # The picture shows the metric's ranking: same model, same features.
+    feats = extract_dataset_features(runner.model, cfg.test_dataloader, progress=False)
+    query, gallery = split_query_gallery(feats)
+    searcher = GallerySearcher(
+        gallery['feats'], gallery_pids=gallery['pids'], gallery_camids=gallery['camids']
+    )
+    res = searcher.search(
+        query['feats'][[12]], 4, query_pids=query['pids'][[12]], query_camids=query['camids'][[12]]
+    )
+    img = cv2.imread(str(show / files[1]))[..., ::-1]
+    layout = rank_list_layout(3, 4, (128, 64), title=True, legend_lines=2)
+    assert img.shape[0] == layout.height
+    for box, j in zip(layout.gallery_boxes, res.indices[0].tolist()):
+        match = int(gallery['pids'][j]) == int(query['pids'][12])
+        assert tuple(img[box[1] + 1, box[0] + 1]) == (MATCH_COLOR if match else MISMATCH_COLOR)
+
+
+def test_show_options_are_checked(common, tree, tmp_path):
+    cfg = common.tiny_config(tree, work_dir=str(tmp_path), log_level='WARNING', test_cfg=dict())
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match='show_num must be a positive int'):
+        ReIDTestLoop(runner, cfg.test_dataloader, cfg.test_evaluator, show_dir='x', show_num=0)
+    loop = ReIDTestLoop(runner, cfg.test_dataloader, cfg.test_evaluator)
+    assert loop.show_dir is None
+
+
+def test_collected_records_drop_distributed_padding():
+    """Samples repeated by a distributed sampler's padding are drawn once, in index order."""
+    from mmdmpt.engine.loops import _features_from_records
+
+    def rec(i, q):
+        return dict(
+            feature=torch.full((4,), float(i)),
+            pid=i % 2,
+            camid=0,
+            sceneid=-1,
+            is_query=q,
+            sample_idx=i,
+            modality_mask=torch.tensor([True, False]),
+            img_paths=[f'{i}a.jpg', f'{i}b.jpg'],
+        )
+
+    # Rank 0 got 0, 2, 4; rank 1 got 1, 3 and 0 again (padding).
+    records = [
+        rec(0, True),
+        rec(2, False),
+        rec(4, False),
+        rec(1, True),
+        rec(3, False),
+        rec(0, True),
+    ]
+    feats = _features_from_records(records, ('rgb', 'tir'), dict(dataset_name='X'))
+    assert feats['sample_idx'].tolist() == [0, 1, 2, 3, 4]
+    assert feats['feats'][:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert feats['is_query'].tolist() == [True, True, False, False, False]
+    assert feats['img_paths'][3] == ['3a.jpg', '3b.jpg'] and not feats['has_scenes']
+    assert feats['modality_mask'].shape == (5, 2) and feats['dataset_name'] == 'X'
+
+
+DIST_SCRIPT = """
+import sys
+import torch
+import torch.distributed as dist
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+torch.set_num_threads(1)
+dist.init_process_group('gloo')
+cfg = Config.fromfile(sys.argv[1])
+cfg.work_dir = sys.argv[2]
+cfg.load_from = sys.argv[3]
+cfg.test_cfg = dict(type='ReIDTestLoop', show_dir=sys.argv[4], show_num=3, show_topk=5)
+Runner.from_cfg(cfg).test()
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_show_dir_in_a_distributed_run_matches_one_process(common, tree, tmp_path):
+    """2 gloo processes: rank 0 gathers every rank's samples and draws the same pictures."""
+    import os
+    import socket
+    import subprocess
+
+    cfg = common.tiny_config(tree, log_level='WARNING', test_cfg=dict())
+    cfg_file = str(tmp_path / 'tiny.py')
+    cfg.dump(cfg_file)
+    ckpt = common.save_checkpoint(common.build_model(cfg, seed=6), str(tmp_path / 'ckpt.pth'))
+    script = tmp_path / 'run.py'
+    script.write_text(DIST_SCRIPT)
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    cmd = [
+        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+        '--master_addr', '127.0.0.1', '--master_port', str(port), str(script), cfg_file,
+        str(tmp_path / 'work2'), ckpt, str(tmp_path / 'show2'),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    one = dict(cfg, work_dir=str(tmp_path / 'work1'), load_from=ckpt)
+    one['test_cfg'] = dict(
+        type='ReIDTestLoop', show_dir=str(tmp_path / 'show1'), show_num=3, show_topk=5
+    )
+    Runner.from_cfg(Config(one)).test()
+    names = sorted(p.name for p in (tmp_path / 'show1').glob('*.png'))
+    assert len(names) == 3
+    assert names == sorted(p.name for p in (tmp_path / 'show2').glob('*.png'))
+    for name in names:
+        assert (tmp_path / 'show1' / name).read_bytes() == (tmp_path / 'show2' / name).read_bytes()
