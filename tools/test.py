@@ -10,8 +10,8 @@ import argparse
 import os
 import os.path as osp
 
-import torch
 from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
 
@@ -70,9 +70,6 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         test_cfg['out_file'] = args.out
         cfg.test_cfg = test_cfg
 
-    if args.launcher != 'none' and not torch.cuda.is_available():
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     return cfg
@@ -85,11 +82,13 @@ def main() -> None:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     cfg = merge_args(cfg, args)
-    if args.launcher == 'pytorch' and not torch.cuda.is_available():
-        # MMEngine's pytorch launcher calls torch.cuda.set_device(); without a
-        # GPU start the gloo process group here (the Runner then reuses it).
-        torch.distributed.init_process_group(backend='gloo')
-    runner = Runner.from_cfg(cfg)
+    # ReIDRunner (configs/_base_/default_runtime.py) also runs distributed on
+    # CPU-only machines; a config without runner_type gets MMEngine's Runner.
+    if 'runner_type' in cfg:
+        init_default_scope(cfg.get('default_scope', 'mmdmpt'))
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
     runner.test()
 
 

@@ -13,6 +13,7 @@ import sys
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
 DATA_HELP = 'README.md, section "Data and weights preparation"'
@@ -129,9 +130,6 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         if args.no_persistent_workers:
             loader['persistent_workers'] = False
 
-    if args.launcher != 'none' and not torch.cuda.is_available():
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     return cfg
@@ -150,11 +148,13 @@ def main() -> None:
             sys.stderr.write(f'  - {problem}\n')
         raise SystemExit(1)
 
-    if args.launcher == 'pytorch' and not torch.cuda.is_available():
-        # MMEngine's pytorch launcher calls torch.cuda.set_device(); without a
-        # GPU start the gloo process group here (the Runner then reuses it).
-        torch.distributed.init_process_group(backend='gloo')
-    runner = Runner.from_cfg(cfg)
+    # ReIDRunner (configs/_base_/default_runtime.py) also runs distributed on
+    # CPU-only machines; a config without runner_type gets MMEngine's Runner.
+    if 'runner_type' in cfg:
+        init_default_scope(cfg.get('default_scope', 'mmdmpt'))
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
     runner.train()
 
 

@@ -1,5 +1,7 @@
 # Use the registries of mmdmpt; MMEngine's are reached through them.
 default_scope = 'mmdmpt'
+# MMEngine's Runner that can also run distributed on CPU-only machines (gloo).
+runner_type = 'ReIDRunner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
@@ -14,12 +16,16 @@ default_hooks = dict(
 # Checkpoints of ours hold only tensors and primitive values, so they load
 # with torch.load(weights_only=True); `trainable_only=True` stores just the
 # prompts, mappings and head on top of the shared CLIP file.
-custom_hooks = [dict(type='SafeCheckpointHook', trainable_only=False)]
+custom_hooks = [
+    dict(type='SafeCheckpointHook', trainable_only=False),
+    # Stops at start-up when num_classes, modalities or batch sizes disagree.
+    dict(type='DataModelCheckHook'),
+]
 
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    # tools/train.py and tools/test.py switch to gloo when no GPU is present.
+    # ReIDRunner switches to gloo when no GPU is present.
     dist_cfg=dict(backend='nccl'),
 )
 

@@ -186,6 +186,9 @@ class BaseMultiModalReIDDataset(BaseDataset):
         lazy_init (bool): Defer reading the folders. Defaults to False.
         serialize_data (bool): Serialise the data list. Defaults to True.
         max_refetch (int): See ``BaseDataset``. Defaults to 1000.
+        indices (int | Sequence[int], optional): Keep only these samples
+            (the first ``indices`` when an int), as ``BaseDataset`` does; for
+            quick checks. Defaults to None (all).
     """
 
     #: Benchmark name (metainfo ``dataset_name``).
@@ -215,6 +218,7 @@ class BaseMultiModalReIDDataset(BaseDataset):
         lazy_init: bool = False,
         serialize_data: bool = True,
         max_refetch: int = 1000,
+        indices: Optional[Union[int, Sequence[int]]] = None,
     ) -> None:
         name = self.DATASET_NAME or type(self).__name__
         if split not in SPLITS:
@@ -244,6 +248,7 @@ class BaseMultiModalReIDDataset(BaseDataset):
             lazy_init=lazy_init,
             serialize_data=serialize_data,
             max_refetch=max_refetch,
+            indices=indices,
         )
         # Set here (not through ``metainfo=``, whose string values BaseDataset
         # tries to read as file names); also set by ``load_data_list``.

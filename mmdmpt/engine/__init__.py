@@ -1,4 +1,5 @@
 from .hooks import *  # noqa: F401,F403
 from .loops import ReIDTestLoop, format_table, parse_missing
+from .runner import ReIDRunner
 
-__all__ = ['ReIDTestLoop', 'format_table', 'parse_missing']
+__all__ = ['ReIDRunner', 'ReIDTestLoop', 'format_table', 'parse_missing']

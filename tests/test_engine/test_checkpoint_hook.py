@@ -23,6 +23,7 @@ def test_to_safe_loads_with_weights_only_and_restores_history_buffers():
         'meta': {
             'epoch': 3,
             'seed': np.int64(7),
+            'lr': np.float64(0.5),
             'modalities': ('rgb', 'nir'),
             'mean': np.array([0.5, 0.5]),
         },
@@ -36,6 +37,7 @@ def test_to_safe_loads_with_weights_only_and_restores_history_buffers():
     safe = {k: to_safe(v, k) for k, v in checkpoint.items()}
     loaded = _roundtrip(safe)
     assert loaded['meta']['seed'] == 7 and isinstance(loaded['meta']['seed'], int)
+    assert type(loaded['meta']['lr']) is float
     assert loaded['meta']['modalities'] == ('rgb', 'nir')
     torch.testing.assert_close(
         loaded['meta']['mean'], torch.tensor([0.5, 0.5], dtype=torch.float64)

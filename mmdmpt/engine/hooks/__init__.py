@@ -1,3 +1,4 @@
 from .checkpoint_hook import SafeCheckpointHook, from_safe, to_safe
+from .consistency_hook import DataModelCheckHook
 
-__all__ = ['SafeCheckpointHook', 'from_safe', 'to_safe']
+__all__ = ['DataModelCheckHook', 'SafeCheckpointHook', 'from_safe', 'to_safe']

@@ -33,10 +33,12 @@ def to_safe(obj: Any, path: str = 'checkpoint') -> Any:
     Raises:
         TypeError: If ``obj`` holds an object of another type, naming its path.
     """
-    if isinstance(obj, _SAFE_SCALARS):
-        return obj
+    # numpy scalars first: np.float64 is a subclass of float, yet it pickles
+    # as a numpy object that the safe loader refuses.
     if isinstance(obj, np.generic):
         return obj.item()
+    if isinstance(obj, _SAFE_SCALARS):
+        return obj
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(obj))
     if isinstance(obj, HistoryBuffer):
