@@ -1,5 +1,12 @@
 from .hooks import *  # noqa: F401,F403
 from .loops import ReIDTestLoop, format_table, parse_missing
+from .optim_wrappers import NonFiniteCheckOptimWrapper
 from .runner import ReIDRunner
 
-__all__ = ['ReIDRunner', 'ReIDTestLoop', 'format_table', 'parse_missing']
+__all__ = [
+    'NonFiniteCheckOptimWrapper',
+    'ReIDRunner',
+    'ReIDTestLoop',
+    'format_table',
+    'parse_missing',
+]

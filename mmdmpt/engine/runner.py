@@ -1,12 +1,111 @@
-"""The Runner of mmdmpt: MMEngine's, able to run distributed on CPU-only machines."""
+"""The Runner of mmdmpt: MMEngine's, able to run distributed on CPU-only machines.
 
-from typing import Dict, Optional
+It also makes checkpoints reliable (see ``docs/reliability.md``): loading
+refuses files whose unpickling would run code, saving is atomic, and
+auto-resume falls back to the newest complete checkpoint.
+"""
+
+import functools
+import glob
+import logging
+import os
+import os.path as osp
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 import torch.distributed as torch_dist
+from mmengine.dist import master_only
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
+from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
 
 from mmdmpt.registry import RUNNERS
+
+_CKPT_NAME = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
+
+
+def is_complete_checkpoint(path: str) -> bool:
+    """Whether ``path`` is a whole ``torch.save`` file (a readable zip archive).
+
+    ``torch.save`` writes a zip archive whose directory sits at the end of the
+    file, so a truncated file fails this check. The tensors are not read.
+
+    Args:
+        path (str): A local file.
+
+    Returns:
+        bool: True when the file exists and its zip directory is readable.
+    """
+    if not osp.isfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
+def find_latest_complete_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint to auto-resume from, skipping missing or truncated files.
+
+    The ``last_checkpoint`` pointer is used when it names a complete file;
+    otherwise the newest complete ``epoch_*.pth`` / ``iter_*.pth`` in
+    ``work_dir`` (by modification time, then number) is taken.
+
+    Args:
+        work_dir (str): The work dir of the run.
+
+    Returns:
+        str | None: The checkpoint path, or None when there is none.
+    """
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(pointer):
+        try:
+            with open(pointer, encoding='utf-8') as f:
+                named = f.read().strip()
+        except (OSError, UnicodeDecodeError):
+            named = ''
+        if named and is_complete_checkpoint(named):
+            return named
+        print_log(
+            f'{pointer} names "{named}", which is missing or incomplete: resuming from '
+            'the newest complete checkpoint in the work dir instead.',
+            logger='current',
+            level=logging.WARNING,
+        )
+    candidates = []
+    for path in glob.glob(osp.join(glob.escape(work_dir), '*.pth')):
+        match = _CKPT_NAME.match(osp.basename(path))
+        if match and is_complete_checkpoint(path):
+            candidates.append((osp.getmtime(path), int(match.group(2)), path))
+    if not candidates:
+        return None
+    return max(candidates)[2]
+
+
+def _write_pointer(work_dir: str, target: str) -> None:
+    """Write the ``last_checkpoint`` pointer atomically (temp file + rename)."""
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    tmp = osp.join(work_dir, f'.last_checkpoint.tmp{os.getpid()}')
+    with open(tmp, 'w', encoding='utf-8') as f:
+        f.write(target)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, pointer)
+
+
+def _is_unsafe_pickle_error(exc: BaseException) -> bool:
+    if isinstance(exc, pickle.UnpicklingError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        'weights_only' in text or 'Weights only load failed' in text
+    )
 
 
 @RUNNERS.register_module()
@@ -45,4 +144,156 @@ class ReIDRunner(Runner):
                 )
             )
             model_wrapper_cfg['device_ids'] = None
-        return super().wrap_model(model_wrapper_cfg, model)
+        model = super().wrap_model(model_wrapper_cfg, model)
+        self._stash_loss_terms(model.module if is_model_wrapper(model) else model)
+        return model
+
+    # --------------------------------------------------------- loss terms
+    def _stash_loss_terms(self, model: torch.nn.Module) -> None:
+        """Keep the per-term losses of the last ``parse_losses`` call.
+
+        ``NonFiniteCheckOptimWrapper`` names the offending loss term from them
+        (they are computed before the optimizer step; the message hub gets
+        them only after it). The tensors are detached references: no copy
+        and no device synchronisation.
+        """
+        self.last_loss_terms: Dict[str, torch.Tensor] = {}
+        parse_losses = getattr(model, 'parse_losses', None)
+        if parse_losses is None or getattr(parse_losses, '_mmdmpt_stash', False):
+            return
+
+        @functools.wraps(parse_losses)
+        def stashing_parse_losses(losses: Dict[str, Any]):
+            terms: Dict[str, torch.Tensor] = {}
+            for name, value in losses.items():
+                if isinstance(value, torch.Tensor):
+                    terms[name] = value.detach()
+                elif isinstance(value, (list, tuple)) and all(
+                    isinstance(v, torch.Tensor) for v in value
+                ):
+                    terms[name] = sum(v.detach().mean() for v in value)
+            self.last_loss_terms = terms
+            return parse_losses(losses)
+
+        stashing_parse_losses._mmdmpt_stash = True  # type: ignore[attr-defined]
+        model.parse_losses = stashing_parse_losses
+
+    def build_optim_wrapper(self, optim_wrapper: Any) -> Any:
+        """Build the optimizer wrapper and give a non-finite check the loss terms."""
+        wrapper = super().build_optim_wrapper(optim_wrapper)
+        for one in wrapper.values() if hasattr(wrapper, 'optim_wrappers') else [wrapper]:
+            if hasattr(one, 'loss_terms_getter'):
+                one.loss_terms_getter = lambda: getattr(self, 'last_loss_terms', {})
+        return wrapper
+
+    # ------------------------------------------------------------ checkpoints
+    def load_checkpoint(
+        self,
+        filename: str,
+        map_location: Union[str, Callable] = 'cpu',
+        strict: bool = False,
+        revise_keys: list = [(r'^module.', '')],  # noqa: B006 (MMEngine's signature)
+    ) -> dict:
+        """Load a checkpoint without ever executing pickled code.
+
+        Local files are read with ``torch.load(weights_only=True)`` (passed
+        explicitly, so no environment variable turns it off); other URIs go
+        through MMEngine's loaders. ``resume``, ``load_from`` and
+        ``tools/test.py`` all come here.
+
+        Args:
+            filename (str): The checkpoint file or URI.
+            map_location (str | Callable): Where to map the tensors.
+                Defaults to ``'cpu'``.
+            strict (bool): Strict key matching. Defaults to False.
+            revise_keys (list): ``(pattern, replacement)`` pairs applied to the
+                state-dict keys. Defaults to stripping ``module.``.
+
+        Returns:
+            dict: The loaded checkpoint.
+
+        Raises:
+            RuntimeError: If the file holds objects whose unpickling would run
+                code (the safe loader refused it); the message names the file.
+        """
+        try:
+            if osp.isfile(filename):
+                checkpoint = torch.load(filename, map_location=map_location, weights_only=True)
+            else:
+                checkpoint = _load_checkpoint(filename, map_location=map_location)
+        except (pickle.UnpicklingError, RuntimeError) as exc:
+            if not _is_unsafe_pickle_error(exc):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeError(
+                f'Refused to load checkpoint {filename}: loading it would execute pickled '
+                f'code (torch.load(weights_only=True) rejected it: {first}). mmdmpt '
+                'checkpoints hold only tensors and primitive values (SafeCheckpointHook); '
+                'only load files you trust, re-saved as plain state dicts.'
+            ) from exc
+        if not isinstance(checkpoint, Mapping):
+            raise RuntimeError(
+                f'{filename} holds a {type(checkpoint).__name__}, not a checkpoint dict'
+            )
+        checkpoint = dict(checkpoint)
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        checkpoint = _load_checkpoint_to_model(model, checkpoint, strict, revise_keys=revise_keys)
+        self._has_loaded = True
+        self.logger.info(f'Load checkpoint from {filename}')
+        return checkpoint
+
+    def load_or_resume(self) -> None:
+        """Load or resume; auto-resume skips missing or truncated checkpoints."""
+        if self._has_loaded:
+            return None
+        if self._resume and self._load_from is None:
+            resume_from = find_latest_complete_checkpoint(self.work_dir)
+            self.logger.info(f'Auto resumed from the latest checkpoint {resume_from}.')
+            if resume_from is not None:
+                self.resume(resume_from)
+                self._has_loaded = True
+            return None
+        return super().load_or_resume()
+
+    @master_only
+    def save_checkpoint(self, out_dir: str, filename: str, *args: Any, **kwargs: Any) -> None:
+        """Save a checkpoint atomically.
+
+        MMEngine's writer is pointed at a hidden temporary file in the same
+        folder (``.{filename}.tmp``), which is then renamed into place with
+        ``os.replace``; a kill mid-write leaves at most that hidden file, never a
+        truncated ``epoch_N.pth``. The ``last_checkpoint`` pointer is then
+        written atomically too (``CheckpointHook`` rewrites it with the same
+        content afterwards; should that write be cut, auto-resume falls back to
+        the newest complete checkpoint). Non-local ``backend_args`` /
+        ``file_client_args`` go to MMEngine unchanged.
+
+        Args:
+            out_dir (str): The folder of the checkpoint.
+            filename (str): The checkpoint's file name.
+            *args: Passed to :meth:`mmengine.runner.Runner.save_checkpoint`.
+            **kwargs: Passed to :meth:`mmengine.runner.Runner.save_checkpoint`.
+        """
+        remote = (
+            kwargs.get('backend_args')
+            or kwargs.get('file_client_args')
+            or (args[0] if args else None)
+        )
+        if remote or not osp.isdir(out_dir):
+            super().save_checkpoint(out_dir, filename, *args, **kwargs)
+            return
+        final = osp.join(out_dir, filename)
+        tmp_name = osp.join(osp.dirname(filename), f'.{osp.basename(filename)}.tmp')
+        tmp = osp.join(out_dir, tmp_name)
+        try:
+            super().save_checkpoint(out_dir, tmp_name, *args, **kwargs)
+            with open(tmp, 'rb') as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            if osp.exists(tmp):
+                os.remove(tmp)
+            raise
+        if _CKPT_NAME.match(osp.basename(filename)) and osp.isdir(self.work_dir):
+            _write_pointer(self.work_dir, final)
