@@ -18,6 +18,7 @@ from ..utils import (
     extract_modality_knowledge,
     load_clip_weights,
     load_into_clip,
+    release_free_memory,
     resolve_clip_config,
     resolve_quick_gelu,
 )
@@ -28,17 +29,43 @@ DEFAULT_MODALITY_WORDS = {
     'tir': 'thermal-infrared',
 }
 FEATURE_TYPES = ('cls', 'cls_proj', 'cls_prompt')
+_QUICK_GELU_SCALE = 1.702  # QuickGELU: x * sigmoid(1.702 x)
+# CPU: 4d-wide MLP temporaries are processed in row chunks of at most this size
+# (glibc serves blocks above 32 MiB by fresh mmap; see _FusedMLP).
+_CPU_CHUNK_BYTES = 24 * 2**20
 
 
 def fast_block_forward(
-    block: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None
+    block: nn.Module,
+    x: torch.Tensor,
+    attn_mask: Optional[torch.Tensor] = None,
+    num_queries: Optional[int] = None,
+    num_const: int = 0,
 ) -> torch.Tensor:
     """Run an open_clip ``ResidualAttentionBlock`` with its own weights and SDPA.
 
-    Equivalent to ``block(x, attn_mask=attn_mask)`` for batch-first blocks,
-    but calls :func:`torch.nn.functional.scaled_dot_product_attention` on the
-    block's ``in_proj`` / ``out_proj`` weights directly (one fused kernel for
-    any batch of equal-length sequences). Other block types fall back to
+    Equivalent to ``block(x, attn_mask=attn_mask)`` (up to float rounding) for
+    batch-first blocks, with less memory traffic:
+
+    * attention through :func:`torch.nn.functional.scaled_dot_product_attention`
+      (one fused kernel; the attention probabilities are never stored);
+    * the residual additions are done in place on fresh outputs;
+    * QuickGELU ``x * sigmoid(1.702 x)`` is computed as
+      ``silu(1.702 x) / 1.702`` with both scales folded into the two MLP
+      matmuls (``alpha`` / ``beta`` of ``addmm``), so the activation is one
+      fused kernel and autograd keeps one tensor for it instead of two.
+
+    With ``num_queries=n`` only the first ``n`` tokens are computed as
+    queries (every token still serves as key and value) and the output has
+    ``n`` tokens; the other outputs would be discarded anyway.
+
+    With ``num_const=k`` the caller states that the first ``k`` input tokens
+    do not depend on anything trained (e.g. the class and patch tokens at
+    the first prompted layer of a frozen tower): their ``ln_1`` and ``q, k, v``
+    projections are then computed without autograd, so the backward pass
+    skips those rows of the projection's input gradient.
+
+    Other block types (cross-attention, non-batch-first) fall back to
     ``block(x)``.
 
     Args:
@@ -46,9 +73,13 @@ def fast_block_forward(
         x (Tensor): ``(B, T, C)``.
         attn_mask (Tensor, optional): Boolean (True = attend) or additive mask
             broadcastable to ``(B, heads, T, T)``. Defaults to None.
+        num_queries (int, optional): Compute only the first ``num_queries``
+            output tokens. Defaults to None (all ``T``).
+        num_const (int): Leading tokens that need no gradient work in the
+            ``q, k, v`` projection. Defaults to 0.
 
     Returns:
-        Tensor: ``(B, T, C)``.
+        Tensor: ``(B, T, C)``, or ``(B, num_queries, C)``.
     """
     attn = getattr(block, 'attn', None)
     if not (
@@ -60,17 +91,182 @@ def fast_block_forward(
         and hasattr(block, 'ln_1')
         and not hasattr(block, 'ln_1_kv')
     ):
-        return block(x, attn_mask=attn_mask)
+        out = block(x, attn_mask=attn_mask)
+        return out if num_queries is None else out[:, :num_queries]
     batch, length, width = x.shape
+    queries = length if num_queries is None else int(num_queries)
     heads = attn.num_heads
-    y = block.ln_1(x)
-    qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias)
-    q, k, v = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    head_dim = width // heads
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    if queries == length:
+        if 0 < num_const < length and x.requires_grad and torch.is_grad_enabled():
+            with torch.no_grad():
+                qkv_const = F.linear(block.ln_1(x[:, :num_const]), weight, bias)
+            qkv_rest = F.linear(block.ln_1(x[:, num_const:]), weight, bias)
+            qkv = torch.cat([qkv_const, qkv_rest], dim=1)
+        else:
+            qkv = F.linear(block.ln_1(x), weight, bias)
+        q, k, v = qkv.view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        residual = x
+    else:
+        y = block.ln_1(x)
+        q = F.linear(y[:, :queries], weight[:width], None if bias is None else bias[:width])
+        q = q.view(batch, queries, heads, head_dim).transpose(1, 2)
+        kv = F.linear(y, weight[width:], None if bias is None else bias[width:])
+        k, v = kv.view(batch, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        residual = x[:, :queries]
+        if attn_mask is not None and attn_mask.dim() >= 2 and attn_mask.shape[-2] == length:
+            attn_mask = attn_mask[..., :queries, :]
     dropout = attn.dropout if attn.training else 0.0
     o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
-    o = F.linear(o.transpose(1, 2).reshape(batch, length, width), *_linear(attn.out_proj))
-    x = x + block.ls_1(o)
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    o = o.transpose(1, 2).reshape(batch, queries, width)
+    x = _add_residual(residual, block.ls_1(F.linear(o, *_linear(attn.out_proj))))
+    return _add_residual(x, block.ls_2(_mlp_forward(block.mlp, block.ln_2(x))))
+
+
+def _add_residual(residual: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``residual + out``, in place on ``out`` (a fresh tensor) when dtypes allow.
+
+    Under autocast ``out`` may be bf16/fp16 while the residual stream is fp32;
+    then the addition is done out of place so that the stream stays fp32 as in
+    open_clip. Autograd saves neither operand of an addition, so the in-place
+    form is always safe for a fresh ``out``.
+    """
+    if out.dtype == residual.dtype and out.shape == residual.shape:
+        return out.add_(residual)
+    return residual + out
+
+
+def _mlp_forward(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """open_clip's ``c_fc -> act -> c_proj`` MLP, computed by :class:`_FusedMLP`.
+
+    QuickGELU and exact GELU MLPs with biases take the fused path; any other
+    MLP runs as it is.
+    """
+    c_fc = getattr(mlp, 'c_fc', None)
+    act = getattr(mlp, 'gelu', None)
+    c_proj = getattr(mlp, 'c_proj', None)
+    if not (
+        isinstance(mlp, nn.Sequential)
+        and len(mlp) == 3
+        and isinstance(c_fc, nn.Linear)
+        and isinstance(c_proj, nn.Linear)
+        and c_fc.bias is not None
+        and c_proj.bias is not None
+    ):
+        return mlp(x)
+    if _is_quick_gelu(act):
+        scale, kind = _QUICK_GELU_SCALE, 'silu'
+    elif isinstance(act, nn.GELU) and act.approximate == 'none':
+        scale, kind = 1.0, 'gelu'
+    else:
+        return mlp(x)
+    weights = (c_fc.weight, c_fc.bias, c_proj.weight, c_proj.bias)
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        # The function runs with autocast off: cast once here, as autocast
+        # would for the two matmuls (the casts stay differentiable).
+        dtype = torch.get_autocast_dtype(device_type)
+        x = x.to(dtype)
+        weights = tuple(w.to(dtype) for w in weights)
+    elif any(w.dtype != x.dtype for w in weights):
+        weights = tuple(w.to(x.dtype) for w in weights)
+    shape = x.shape
+    hidden = weights[0].shape[0]
+    if device_type == 'cpu':
+        rows = max(1, _CPU_CHUNK_BYTES // (hidden * x.element_size()))
+    else:
+        rows = -1
+    track = torch.is_grad_enabled()  # (always off inside Function.forward)
+    out = _FusedMLP.apply(x.reshape(-1, shape[-1]), *weights, scale, kind, rows, track)
+    return out.view(*shape[:-1], out.shape[-1])
+
+
+class _FusedMLP(torch.autograd.Function):
+    """``c_proj(act(c_fc(x)))`` for QuickGELU / GELU with little memory traffic.
+
+    QuickGELU ``a * sigmoid(1.702 a)`` equals ``silu(1.702 a) / 1.702``: the
+    scale 1.702 goes into ``c_fc``'s matmul (``addmm`` ``alpha``/``beta``) and
+    ``1 / 1.702`` into ``c_proj``'s, so the activation is one fused kernel, and
+    in the backward pass both scales cancel. Only the pre-activation ``h`` is
+    kept for the backward pass (plus ``x`` when ``c_fc.weight`` is trained;
+    the activation output is recomputed when ``c_proj.weight`` is trained),
+    instead of the two or three ``4 d``-wide tensors autograd would keep.
+
+    On the CPU the rows are processed in chunks whose ``4 d``-wide temporaries
+    stay under :data:`_CPU_CHUNK_BYTES`: larger blocks would each be a fresh
+    ``mmap`` from glibc, whose pages the kernel faults in and zeroes on every
+    use (measured: 18 ms for a fresh 41 MB tensor vs 1 ms to rewrite one),
+    while smaller ones are reused from the heap.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, scale, kind, rows, track):  # noqa: D102
+        num_rows = x.shape[0]
+        rows = num_rows if rows <= 0 else rows
+        needs = ctx.needs_input_grad[:5]
+        keep = track and any(needs)
+        out = x.new_empty(num_rows, w2.shape[0])
+        h_all = x.new_empty(num_rows, w1.shape[0]) if keep else None
+        act = F.silu if kind == 'silu' else F.gelu
+        with torch.autocast(x.device.type, enabled=False):
+            for start in range(0, num_rows, rows):
+                stop = min(start + rows, num_rows)
+                xs = x[start:stop]
+                if keep:
+                    h = torch.addmm(b1, xs, w1.t(), beta=scale, alpha=scale, out=h_all[start:stop])
+                    z = act(h)
+                else:
+                    z = torch.addmm(b1, xs, w1.t(), beta=scale, alpha=scale)
+                    z = F.silu(z, inplace=True) if kind == 'silu' else F.gelu(z)
+                torch.addmm(b2, z, w2.t(), alpha=1.0 / scale, out=out[start:stop])
+        if keep:
+            ctx.save_for_backward(x if needs[1] else None, h_all, w1, w2)
+            ctx.scale, ctx.kind, ctx.rows = scale, kind, rows
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, h_all, w1, w2 = ctx.saved_tensors
+        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
+        scale, kind, rows = ctx.scale, ctx.kind, ctx.rows
+        grad = grad.contiguous()
+        num_rows = grad.shape[0]
+        gx = grad.new_empty(num_rows, w1.shape[1]) if need_x else None
+        gw1 = gb1 = gw2 = None
+        act = F.silu if kind == 'silu' else F.gelu
+        for start in range(0, num_rows, rows):
+            stop = min(start + rows, num_rows)
+            g = grad[start:stop]
+            h = h_all[start:stop]
+            if need_w2:
+                part = torch.mm(g.t(), act(h))
+                gw2 = part if gw2 is None else gw2.add_(part)
+            if not (need_x or need_w1 or need_b1):
+                continue
+            gh = torch.mm(g, w2)  # d loss / d a with a = c_fc(x), see the class note
+            if kind == 'silu':
+                torch.ops.aten.silu_backward.grad_input(gh, h, grad_input=gh)
+            else:
+                torch.ops.aten.gelu_backward.grad_input(gh, h, grad_input=gh)
+            if need_x:
+                torch.mm(gh, w1, out=gx[start:stop])
+            if need_w1:
+                part = torch.mm(gh.t(), x[start:stop])
+                gw1 = part if gw1 is None else gw1.add_(part)
+            if need_b1:
+                part = gh.sum(0)
+                gb1 = part if gb1 is None else gb1.add_(part)
+        if gw2 is not None and scale != 1.0:
+            gw2.mul_(1.0 / scale)
+        gb2 = grad.sum(0) if need_b2 else None
+        return gx, gw1, gb1, gw2, gb2, None, None, None, None
+
+
+def _is_quick_gelu(module: Optional[nn.Module]) -> bool:
+    """Whether ``module`` is open_clip's ``QuickGELU`` (without importing open_clip)."""
+    cls = type(module)
+    return cls.__name__ == 'QuickGELU' and cls.__module__.startswith('open_clip')
 
 
 def _linear(layer: nn.Linear) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -248,6 +444,7 @@ class DMPTCLIPViT(BaseModule):
         self.register_buffer('modality_text_features', text_features)  # (M, E)
         self.visual = clip.visual
         del clip
+        release_free_memory()  # the text tower's pages (about 250 MB for ViT-B/16)
 
         blocks = self.visual.transformer.resblocks
         self.num_layers = num_layers = len(blocks)
@@ -405,10 +602,18 @@ class DMPTCLIPViT(BaseModule):
         return self.visual.proj
 
     # ---------------------------------------------------------------- forward
-    def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.with_cp and self.training and torch.is_grad_enabled():
-            return checkpoint(fast_block_forward, block, x, use_reentrant=False)
-        return fast_block_forward(block, x)
+    def _run_block(
+        self,
+        block: nn.Module,
+        x: torch.Tensor,
+        num_queries: Optional[int] = None,
+        num_const: int = 0,
+    ) -> torch.Tensor:
+        if self.with_cp and self.training and torch.is_grad_enabled() and x.requires_grad:
+            return checkpoint(
+                fast_block_forward, block, x, None, num_queries, num_const, use_reentrant=False
+            )
+        return fast_block_forward(block, x, num_queries=num_queries, num_const=num_const)
 
     def _bind_groups(
         self,
@@ -498,15 +703,25 @@ class DMPTCLIPViT(BaseModule):
         sample_idx: torch.Tensor,
         mod_idx: torch.Tensor,
     ) -> torch.Tensor:
-        """Run all present streams ``(S, 3, H, W)``; return ``(S, D)``."""
+        """Run all present streams ``(S, 3, H, W)``; return ``(S, D)``.
+
+        The stream sequences live in one ``(S, T, C)`` tensor. Prompt tokens
+        occupy slots after the class and patch tokens; when a layer's slot
+        layout equals the previous one (the usual case), its new prompts are
+        written into their slots in place instead of re-concatenating the
+        whole sequence (and autograd then needs no per-slot zero-filled
+        gradients either). The last block computes only the class token
+        when nothing else is read (``feature`` ``'cls'`` / ``'cls_proj'``),
+        and a bind block only its bind outputs.
+        """
         visual = self.visual
         blocks = visual.transformer.resblocks
         num_streams = images.shape[0]
         grad_enabled = torch.is_grad_enabled()
         with torch.set_grad_enabled(grad_enabled and self._first_grad_layer == 0):
-            tokens = visual._embeds(images)  # (S, 1 + G, C): cls, pos-embed, ln_pre
-        dtype = tokens.dtype
-        num_base = tokens.shape[1]
+            seq = visual._embeds(images)  # (S, 1 + G, C): cls, pos-embed, ln_pre
+        dtype = seq.dtype
+        num_base = seq.shape[1]
 
         msp_all = None
         if self.modality_prompts is not None:
@@ -516,45 +731,96 @@ class DMPTCLIPViT(BaseModule):
         if self.bind_layers:
             groups, bind_rows = self._bind_groups(mask, num_samples, sample_idx, mod_idx)
 
-        msp_tok = sp_tok = bind_tok = None
+        slots: Dict[str, Tuple[int, int]] = {}  # prompt name -> (start, length) in seq
+        pending_bind = None  # B'_{l-1}: appended at this layer only
+        last = len(blocks) - 1
+        cls_only = self.feature != 'cls_prompt'
         for layer, block in enumerate(blocks):
             with torch.set_grad_enabled(grad_enabled and layer >= self._first_grad_layer):
+                new: Dict[str, torch.Tensor] = {}
                 if layer in self._msp_index:
-                    msp_tok = msp_all[self._msp_index[layer]][mod_idx]
+                    new['msp'] = msp_all[self._msp_index[layer]][mod_idx]
                 if layer in self._bind_index:
                     # Bind the semantic prompt outputs of layer - 1 of each
-                    # sample's present modalities with B_layer in block layer.
-                    bind = self.bind_prompts(self._bind_index[layer]).to(dtype)
-                    outs = []
-                    for ids in groups:
-                        n, k = ids.shape
-                        semantic = sp_tok[ids.flatten()].reshape(n, k * sp_tok.shape[1], -1)
-                        joint = torch.cat([bind.expand(n, -1, -1), semantic], dim=1)
-                        outs.append(self._run_block(block, joint)[:, : bind.shape[0]])
-                    new_bind = torch.cat(outs)[bind_rows]  # (S, n_b, C)
+                    # sample's present modalities with B_layer in block layer
+                    # (read before this layer's prompts overwrite their slot).
+                    sp_prev = seq.narrow(1, *slots['sp'])
+                    new_bind = self._bind(block, self._bind_index[layer], sp_prev, groups)
+                    new_bind = new_bind[bind_rows]  # (S, n_b, C)
                 else:
                     new_bind = None
                 if layer in self._sp_index:
                     sp = self.semantic_prompts(self._sp_index[layer]).to(dtype)
-                    sp_tok = sp.expand(num_streams, -1, -1)
-                parts = [tokens]
-                for extra in (msp_tok, sp_tok, bind_tok):
-                    if extra is not None:
-                        parts.append(extra)
-                seq = torch.cat(parts, dim=1) if len(parts) > 1 else tokens
-                seq = self._run_block(block, seq)
-                tokens = seq[:, :num_base]
-                start = num_base
-                if msp_tok is not None:
-                    msp_tok = seq[:, start : start + msp_tok.shape[1]]
-                    start += msp_tok.shape[1]
-                if sp_tok is not None:
-                    sp_tok = seq[:, start : start + sp_tok.shape[1]]
-                bind_tok = new_bind  # appended at the next layer only
+                    new['sp'] = sp.expand(num_streams, -1, -1)
+                if pending_bind is not None:
+                    new['bind'] = pending_bind
+                seq, slots = self._place_prompts(seq, slots, new, num_base)
+                queries = 1 if (layer == last and cls_only) else None
+                # At the first layer with gradients of a frozen tower the class
+                # and patch tokens are constants: only the prompts need them.
+                const = num_base if self.frozen and layer == self._first_grad_layer else 0
+                seq = self._run_block(block, seq, queries, const)
+                pending_bind = new_bind
 
-        cls = visual.ln_post(tokens[:, 0])
+        cls = visual.ln_post(seq[:, 0])
         if self.feature == 'cls':
             return cls
         if self.feature == 'cls_proj':
             return torch.cat([cls, cls @ visual.proj], dim=-1)
-        return torch.cat([cls, visual.ln_post(sp_tok).mean(1)], dim=-1)
+        sp_out = seq.narrow(1, *slots['sp'])
+        return torch.cat([cls, visual.ln_post(sp_out).mean(1)], dim=-1)
+
+    def _bind(
+        self,
+        block: nn.Module,
+        index: int,
+        sp_prev: torch.Tensor,
+        groups: List[torch.Tensor],
+    ) -> torch.Tensor:
+        """PromptIBind at one layer: ``[B_l; S^1; ...; S^k]`` through ``block``.
+
+        Returns:
+            Tensor: ``(num_samples_in_groups, n_b, C)``, rows in group order.
+        """
+        bind = self.bind_prompts(index).to(sp_prev.dtype)
+        num_bind = bind.shape[0]
+        outs = []
+        for ids in groups:
+            n, k = ids.shape
+            semantic = sp_prev[ids.flatten()].reshape(n, k * sp_prev.shape[1], -1)
+            joint = torch.cat([bind.expand(n, -1, -1), semantic], dim=1)
+            outs.append(self._run_block(block, joint, num_bind))
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+    @staticmethod
+    def _place_prompts(
+        seq: torch.Tensor,
+        slots: Dict[str, Tuple[int, int]],
+        new: Dict[str, torch.Tensor],
+        num_base: int,
+    ) -> Tuple[torch.Tensor, Dict[str, Tuple[int, int]]]:
+        """Lay out ``[base, msp, sp, bind]`` for the next block.
+
+        ``msp`` / ``sp`` keep their previous outputs unless ``new`` replaces
+        them (VPT-deep carry-over); ``bind`` exists only when given in
+        ``new``. When the slot layout is unchanged the new tokens are copied
+        into ``seq`` in place; otherwise the sequence is rebuilt.
+        """
+        layout = []
+        for name in ('msp', 'sp', 'bind'):
+            if name in new:
+                layout.append((name, new[name].shape[1]))
+            elif name in slots and name != 'bind':
+                layout.append((name, slots[name][1]))
+        start, target = num_base, {}
+        for name, length in layout:
+            target[name] = (start, length)
+            start += length
+        if target == slots and seq.shape[1] == start:
+            for name, value in new.items():
+                seq[:, target[name][0] : target[name][0] + target[name][1]] = value
+            return seq, slots
+        parts = [seq[:, :num_base]]
+        for name, _length in layout:
+            parts.append(new[name] if name in new else seq.narrow(1, *slots[name]))
+        return (torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]), target

@@ -59,8 +59,12 @@ class ModalityPromptGenerator(nn.Module):
         Returns:
             Tensor: ``(num_layers, M, num_tokens, d_v)``.
         """
-        mapped = torch.stack(
-            [mapping(knowledge[:, i]) for i, mapping in enumerate(self.mappings)]
+        # All layers' mappings in one batched matmul (one kernel instead of
+        # num_layers small ones; the parameters stay separate Linear layers).
+        weight = torch.stack([mapping.weight for mapping in self.mappings])  # (L, d_v, d_t)
+        bias = torch.stack([mapping.bias for mapping in self.mappings])  # (L, d_v)
+        mapped = torch.baddbmm(
+            bias.unsqueeze(1), knowledge.transpose(0, 1).to(weight.dtype), weight.transpose(1, 2)
         )  # (num_layers, M, d_v)
         return mapped.unsqueeze(2) + self.offsets.unsqueeze(1)
 

@@ -12,7 +12,7 @@ from .clip_weights import (
     resize_visual_pos_embed,
     resolve_quick_gelu,
 )
-from .misc import count_parameters, stack_modality_mask
+from .misc import count_parameters, release_free_memory, stack_modality_mask
 
 __all__ = [
     'ACCEPTED_FORMATS',
@@ -23,6 +23,7 @@ __all__ = [
     'is_openai_layout',
     'load_clip_weights',
     'load_into_clip',
+    'release_free_memory',
     'resize_visual_pos_embed',
     'resolve_clip_config',
     'resolve_quick_gelu',

@@ -1,5 +1,8 @@
 """Small helpers shared by the backbone, head and top model."""
 
+import ctypes
+import gc
+import sys
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -88,3 +91,24 @@ def count_parameters(model: nn.Module) -> Dict[str, float]:
         trainable_params_no_classifier=int(no_cls),
         ratio=float(no_cls / backbone_params) if backbone_params else float('nan'),
     )
+
+
+def release_free_memory() -> bool:
+    """Hand memory that Python and torch have freed back to the OS.
+
+    After a large, short-lived build step (e.g. running and deleting CLIP's
+    text tower) glibc keeps the freed heap pages resident; ``malloc_trim(0)``
+    returns them. A no-op (returning False) where glibc is not the allocator.
+
+    Returns:
+        bool: Whether ``malloc_trim`` ran.
+    """
+    gc.collect()
+    if not sys.platform.startswith('linux'):
+        return False
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        libc.malloc_trim(ctypes.c_size_t(0))
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+    return True

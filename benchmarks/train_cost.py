@@ -1,0 +1,173 @@
+"""Training cost of DMPT vs. full fine-tuning: seconds per step and peak memory.
+
+Three variants, each built from the real configs through ``MultiModalReID``
+(``pretrained=None``: random weights cost the same) and each run in its own
+child process so that peak memory is measured per variant:
+
+* ``dmpt``: ``configs/dmpt/dmpt_vitb_rgbnt201.py`` (frozen CLIP ViT-B/16 +
+  prompts, 256x128, 3 modalities);
+* ``dmpt_cp``: the same with ``with_cp=True`` (gradient checkpointing);
+* ``full_ft``: ``configs/baselines/clip_vitb_fullft_rgbnt201.py``
+  (``frozen=False``, no prompts).
+
+A training step is: forward in ``'loss'`` mode, sum of the losses, backward,
+optimizer step on the trainable parameters (the config's
+``optim_wrapper.optimizer``: ``torch.optim.Adam`` with its ``lr`` and
+``weight_decay``), ``zero_grad(set_to_none=True)``. Every
+variant sees the same random batch (``--batch-size`` samples in P x K order,
+K = 4). The step time is the median of ``--steps`` steps after ``--warmup``
+untimed ones. Peak memory is the child's peak RSS on the CPU
+(``ru_maxrss``, absolute: it includes the Python/torch runtime and the model
+build) or ``torch.cuda.max_memory_allocated`` on a GPU; the RSS after the
+model build is reported next to it. Ratios are to ``full_ft`` of the same run.
+
+Examples::
+
+    python benchmarks/train_cost.py --out work_dirs/benchmarks/train_cost.json
+    python benchmarks/train_cost.py --device cuda --amp bf16 --batch-size 64
+"""
+
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import Dict, List, Optional, Sequence
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+import bench_utils as bu  # noqa: E402
+import torch  # noqa: E402
+
+VARIANTS = ('dmpt', 'dmpt_cp', 'full_ft')
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument(
+        '--dmpt-config', default='configs/dmpt/dmpt_vitb_rgbnt201.py', help='DMPT config'
+    )
+    parser.add_argument(
+        '--fullft-config',
+        default='configs/baselines/clip_vitb_fullft_rgbnt201.py',
+        help='full fine-tuning config',
+    )
+    parser.add_argument(
+        '--variants', nargs='+', default=list(VARIANTS), choices=VARIANTS, help='what to run'
+    )
+    bu.add_common_args(parser, steps=5, warmup=2)
+    return parser.parse_args(argv)
+
+
+def variant_model_cfg(args: argparse.Namespace, variant: str) -> dict:
+    """The model config of one variant."""
+    if variant == 'full_ft':
+        return bu.load_model_cfg(args.fullft_config, tiny=args.tiny, quick_gelu=args.quick_gelu)
+    return bu.load_model_cfg(
+        args.dmpt_config,
+        tiny=args.tiny,
+        quick_gelu=args.quick_gelu,
+        overrides=dict(with_cp=variant == 'dmpt_cp'),
+    )
+
+
+def run_variant(args: argparse.Namespace, variant: str) -> Dict[str, float]:
+    """Build one variant, time its training steps, return its numbers."""
+    device = bu.setup_torch(args)
+    model = bu.build_model(variant_model_cfg(args, variant), device)
+    model.train()
+    backbone = model.backbone
+    params = [p for p in model.parameters() if p.requires_grad]
+    config = args.fullft_config if variant == 'full_ft' else args.dmpt_config
+    optimizer = bu.build_optimizer(config, params)
+    inputs, samples = bu.make_batch(
+        args.batch_size, backbone.num_modalities, backbone.img_size, device, seed=args.seed
+    )
+    bu.synchronize(device)
+    built_mb = bu.now_memory_mb(device)
+    build_peak_mb = bu.peak_memory_mb(device)
+
+    def step() -> None:
+        with bu.amp_context(args, device):
+            losses = model(inputs, samples, mode='loss')
+            loss, _ = model.parse_losses(losses)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    load_start = os.getloadavg()[0]
+    times = bu.time_iterations(step, args.steps, args.warmup, device)
+    return dict(
+        step_s=bu.median(times),
+        peak_mb=bu.peak_memory_mb(device),
+        after_build_mb=built_mb,
+        build_peak_mb=build_peak_mb,
+        step_s_all=times,
+        trainable_params=sum(p.numel() for p in params),
+        threads=torch.get_num_threads(),
+        load_avg=[load_start, os.getloadavg()[0]],
+    )
+
+
+def report(args: argparse.Namespace, results: Dict[str, dict], device: torch.device) -> str:
+    """Add the ratios to ``full_ft`` and return the printed table."""
+    base = results.get('full_ft')
+    rows: List[List[str]] = []
+    for name, res in results.items():
+        if base is not None:
+            res['step_ratio'] = res['step_s'] / base['step_s']
+            res['peak_ratio'] = res['peak_mb'] / base['peak_mb']
+        rows.append(
+            [
+                name,
+                f'{res["trainable_params"]:,}',
+                f'{res["step_s"]:.3f}',
+                f'{res["step_ratio"]:.2f}x' if base else '-',
+                f'{res["peak_mb"]:,.0f}',
+                f'{res["peak_ratio"]:.2f}x' if base else '-',
+                f'{res["after_build_mb"]:,.0f}',
+            ]
+        )
+    mem = 'peak RSS' if device.type == 'cpu' else 'max allocated'
+    header = [
+        'variant',
+        'trainable params',
+        's / step',
+        'vs full_ft',
+        f'{mem} (MiB)',
+        'vs full_ft',
+        'after build (MiB)',
+    ]
+    info = bu.machine_info(device)
+    title = (
+        f'train_cost: batch {args.batch_size} samples, '
+        f'{"tiny CLIP" if args.tiny else "ViT-B/16"}, amp {args.amp}, median of {args.steps} '
+        f'steps after {args.warmup} warm-up, best of {args.rounds} round(s), device '
+        f'{info["device"]}, torch {info["torch"]}, {info["threads"]} threads, {info["date"]}'
+    )
+    return title + '\n' + bu.format_table(header, rows)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.variant is not None:  # child process
+        bu.write_result_file(args.result_file, run_variant(args, args.variant))
+        return {}
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = bu.run_variants(
+        osp.abspath(__file__),
+        argv,
+        args.variants,
+        lambda variant: run_variant(args, variant),
+        args.in_process,
+        args.rounds,
+    )
+    print(report(args, results, device))
+    bu.write_json(args.out, results)
+    return results
+
+
+if __name__ == '__main__':
+    main()
