@@ -10,6 +10,7 @@ import argparse
 import os
 import os.path as osp
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
@@ -90,6 +91,11 @@ def main() -> None:
     else:
         runner = Runner.from_cfg(cfg)
     runner.test()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # A clean teardown: gloo ranks left to exit with a live process group
+        # can abort at interpreter exit.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == '__main__':

@@ -156,6 +156,11 @@ def main() -> None:
     else:
         runner = Runner.from_cfg(cfg)
     runner.train()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # A clean teardown: gloo ranks left to exit with a live process group
+        # can abort at interpreter exit.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == '__main__':
