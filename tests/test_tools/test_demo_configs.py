@@ -113,3 +113,14 @@ def test_data_is_reused_and_remade_on_change(demo, tmp_path, monkeypatch):
         assert len(json.load(f)['train_ids']) == 6
     with open(osp.join(root, 'RGBNT201', demo.STAMP)) as f:
         assert json.load(f)['num_ids'] == 9
+
+
+def test_standin_is_reused_when_its_settings_match(demo, tmp_path):
+    settings = demo.standin_settings()
+    assert settings == demo.standin_settings()  # stable across calls
+    assert settings['data'] == demo.data_settings(demo.PRETRAIN_SET)
+    ckpt = tmp_path / 'standin.safetensors'
+    ckpt.write_bytes(b'not read when reused')
+    (tmp_path / 'standin.json').write_text(json.dumps(settings))
+    args = demo.parse_args(['--standin', str(ckpt), '--work-dir', str(tmp_path / 'work')])
+    assert demo.make_standin(args) == 'reused'
