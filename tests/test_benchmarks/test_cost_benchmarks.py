@@ -85,3 +85,27 @@ def test_bench_utils_helpers():
 def test_gpu_check_script_parses():
     proc = subprocess.run(['bash', '-n', str(BENCH / 'gpu_check.sh')], capture_output=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_tensor_memory_accounts_for_weights_and_saved_tensors(tmp_path, capsys):
+    out = tmp_path / 'mem.json'
+    _load('tensor_memory').main([*FAST, '--steps', '2', '--in-process', '--out', str(out)])
+    data = json.loads(out.read_text())
+    assert list(data) == ['dmpt', 'dmpt_cp', 'full_ft']
+    for entry in data.values():
+        # Weights are live from the build on; a step holds weights + saved tensors.
+        assert entry['after_build_mb'] >= entry['weights_mb'] > 0
+        assert entry['step_peak_mb'] >= entry['weights_mb'] + entry['saved_mb'] * 0.99
+    # Checkpointing keeps only the blocks' inputs; full fine-tuning adds the
+    # weights' gradients and Adam's two moments (3 x the trainable weights).
+    assert data['dmpt_cp']['saved_mb'] < data['dmpt']['saved_mb']
+    full = data['full_ft']
+    trainable_mb = full['trainable_params'] * 4 / 2**20
+    assert full['step_peak_mb'] >= full['weights_mb'] + 3 * trainable_mb * 0.99
+    assert data['full_ft']['step_peak_ratio'] == pytest.approx(1.0)
+    assert 'saved for backward' in capsys.readouterr().out
+
+
+def test_tensor_memory_refuses_a_gpu_device():
+    with pytest.raises(SystemExit):
+        _load('tensor_memory').parse_args(['--device', 'cuda'])

@@ -1,0 +1,108 @@
+"""Where a training step's time goes: torch profiler tables per variant.
+
+Builds the variants of ``train_cost.py`` the same way, runs ``--warmup``
+untimed steps, then profiles ``--steps`` steps and prints, per variant, the
+step's wall time, the number of operator calls and kernel launches, and the
+operators with the largest self time on the device (CUDA) or the CPU. Use it
+to see why one variant is slower than another; ``train_cost.py`` stays the
+source of the reported timings.
+
+Example::
+
+    python benchmarks/profile_step.py --device cuda --amp bf16 --batch-size 64
+"""
+
+import argparse
+import os.path as osp
+import sys
+import time
+from typing import Dict, Optional, Sequence
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+import bench_utils as bu  # noqa: E402
+import train_cost  # noqa: E402
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument(
+        '--dmpt-config', default='configs/dmpt/dmpt_vitb_rgbnt201.py', help='DMPT config'
+    )
+    parser.add_argument(
+        '--fullft-config',
+        default='configs/baselines/clip_vitb_fullft_rgbnt201.py',
+        help='full fine-tuning config',
+    )
+    parser.add_argument(
+        '--variants',
+        nargs='+',
+        default=['dmpt', 'full_ft'],
+        choices=train_cost.VARIANTS,
+        help='what to profile (dmpt full_ft)',
+    )
+    parser.add_argument('--top', type=int, default=15, help='operators listed per variant (15)')
+    bu.add_common_args(parser, steps=3, warmup=3)
+    return parser.parse_args(argv)
+
+
+def profile_variant(args: argparse.Namespace, variant: str) -> Dict[str, object]:
+    """Profile ``args.steps`` training steps of one variant; return its summary."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = bu.setup_torch(args)
+    model = bu.build_model(train_cost.variant_model_cfg(args, variant), device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    config = args.fullft_config if variant == 'full_ft' else args.dmpt_config
+    optimizer = bu.build_optimizer(config, params)
+    backbone = model.backbone
+    inputs, samples = bu.make_batch(
+        args.batch_size, backbone.num_modalities, backbone.img_size, device, seed=args.seed
+    )
+
+    def step() -> None:
+        with bu.amp_context(args, device):
+            losses = model(inputs, samples, mode='loss')
+            loss, _ = model.parse_losses(losses)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    bu.synchronize(device)
+    activities = [ProfilerActivity.CPU]
+    if device.type == 'cuda':
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        bu.synchronize(device)
+        wall = (time.perf_counter() - start) / args.steps
+    averages = prof.key_averages()
+    sort_key = 'self_cuda_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+    table = averages.table(sort_by=sort_key, row_limit=args.top, max_name_column_width=60)
+    calls = sum(e.count for e in averages) / args.steps
+    kernels = 0.0
+    if device.type == 'cuda':
+        kernels = sum(1 for e in prof.events() if e.device_type.name == 'CUDA') / args.steps
+    return dict(step_s=wall, op_calls=calls, kernels=kernels, table=table)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    for variant in args.variants:
+        res = profile_variant(args, variant)
+        print(
+            f'== {variant}: {res["step_s"] * 1000:.1f} ms / step under the profiler, '
+            f'{res["op_calls"]:,.0f} profiled calls / step'
+            + (f', {res["kernels"]:,.0f} device kernels / step' if res['kernels'] else '')
+        )
+        print(res['table'])
+        sys.stdout.flush()
+
+
+if __name__ == '__main__':
+    main()
