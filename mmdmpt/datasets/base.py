@@ -18,12 +18,15 @@ splits, relabels training ids, fills the metainfo and logs a summary table.
 
 import os
 import os.path as osp
+import re
 from collections import OrderedDict
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
+
+from .samplers.seeding import seeded_rngs
 
 #: Canonical modality names, in the default order.
 MODALITIES: Tuple[str, ...] = ('rgb', 'nir', 'tir')
@@ -35,12 +38,14 @@ IMG_EXTENSIONS: Tuple[str, ...] = ('.jpg', '.jpeg', '.png', '.bmp')
 SPLITS: Tuple[str, ...] = ('train', 'query', 'gallery', 'test', 'val')
 
 
-def check_modalities(modalities: Sequence[str]) -> Tuple[str, ...]:
+def check_modalities(modalities: Sequence[str], key: str = 'modalities') -> Tuple[str, ...]:
     """Validate a selection of modality names.
 
     Args:
         modalities (Sequence[str]): Names among ``('rgb', 'nir', 'tir')``;
             order is kept.
+        key (str): The config key the names come from, for the messages.
+            Defaults to ``'modalities'``.
 
     Returns:
         tuple[str]: The names as a tuple.
@@ -53,12 +58,14 @@ def check_modalities(modalities: Sequence[str]) -> Tuple[str, ...]:
         modalities = (modalities,)
     modalities = tuple(modalities)
     if not modalities:
-        raise ValueError(f'modalities must be a non-empty subset of {MODALITIES}, got ()')
+        raise ValueError(f'{key} must be a non-empty subset of {MODALITIES}, got ()')
     for name in modalities:
         if name not in MODALITIES:
-            raise ValueError(f'unknown modality {name!r}: expected names among {MODALITIES}')
+            raise ValueError(
+                f'{key}={modalities}: unknown modality {name!r}; expected names among {MODALITIES}'
+            )
     if len(set(modalities)) != len(modalities):
-        raise ValueError(f'modalities must not repeat a name, got {modalities}')
+        raise ValueError(f'{key} must not repeat a name, got {modalities}')
     return modalities
 
 
@@ -85,9 +92,30 @@ def list_image_names(folder: str) -> List[str]:
 
     Returns:
         list[str]: File names (not paths), sorted.
+
+    Raises:
+        FileNotFoundError: If an entry named like an image is not a readable
+            file (a broken or looping symbolic link): silently skipping it
+            would drop or unpair a sample.
     """
+    names = []
     with os.scandir(folder) as entries:
-        names = [e.name for e in entries if is_image_file(e.name) and e.is_file()]
+        for entry in entries:
+            if not is_image_file(entry.name):
+                continue
+            try:
+                is_file = entry.is_file()
+            except OSError as exc:  # e.g. a link to itself
+                raise FileNotFoundError(
+                    f'{osp.join(folder, entry.name)}: not a readable image file ({exc})'
+                ) from None
+            if is_file:
+                names.append(entry.name)
+            elif entry.is_symlink() and not osp.exists(entry.path):
+                raise FileNotFoundError(
+                    f'{osp.join(folder, entry.name)}: a broken symbolic link where an image '
+                    'file was expected'
+                )
     return sorted(names)
 
 
@@ -167,6 +195,13 @@ class BaseMultiModalReIDDataset(BaseDataset):
     A summary table (ids, samples, cameras and, with scenes, scenes per part
     of the split) is logged when the split is read.
 
+    An index that carries a seed (a
+    :class:`~mmdmpt.datasets.samplers.SeededIndex`, as
+    :class:`~mmdmpt.datasets.IdentitySampler` yields) has its sample loaded
+    and augmented with ``random``, ``numpy.random`` and torch's CPU generator
+    seeded from it, and restored afterwards; plain ints use the generators as
+    they are.
+
     Args:
         data_root (str): Root of the benchmark as downloaded (e.g.
             ``'data/RGBNT201/'``).
@@ -233,7 +268,7 @@ class BaseMultiModalReIDDataset(BaseDataset):
         if not data_root:
             raise FileNotFoundError(f'{name}: data_root is empty; expected the benchmark root')
         self.split = split
-        self.modalities = check_modalities(modalities)
+        self.modalities = check_modalities(modalities, 'dataset.modalities')
         self.val_fraction = float(val_fraction)
         self.val_seed = int(val_seed)
         if test_mode is None:
@@ -313,7 +348,7 @@ class BaseMultiModalReIDDataset(BaseDataset):
         root = self._split_dir(split)
         records = []
         for folder in list_subfolders(root):
-            if not folder.isdigit():
+            if not re.fullmatch(r'[0-9]+', folder):
                 raise ValueError(
                     f'{self.dataset_name}: cannot parse id folder {folder!r} in {root}; '
                     'expected a folder named by the numeric id (e.g. 0019)'
@@ -394,6 +429,24 @@ class BaseMultiModalReIDDataset(BaseDataset):
         self._metainfo.update(classes=classes, num_ids=len(classes))
         self._log_summary(sections)
         return data_list
+
+    def __getitem__(self, idx: int) -> dict:
+        """Load and transform sample ``idx``, seeded by it when it carries a seed.
+
+        Args:
+            idx (int): The index; a
+                :class:`~mmdmpt.datasets.samplers.SeededIndex` runs the
+                pipeline (and any refetch) in
+                :func:`~mmdmpt.datasets.samplers.seeded_rngs` ``(idx.seed)``.
+
+        Returns:
+            dict: The output of the pipeline.
+        """
+        seed = getattr(idx, 'seed', None)
+        if seed is None:
+            return super().__getitem__(idx)
+        with seeded_rngs(seed):
+            return super().__getitem__(int(idx))
 
     # ------------------------------------------------------------------ #
     # Internals

@@ -10,6 +10,8 @@ from torch.utils.data import Sampler
 
 from mmdmpt.registry import DATA_SAMPLERS
 
+from .seeding import SAMPLE_TAG, SeededIndex, derive_seeds
+
 
 @DATA_SAMPLERS.register_module()
 class IdentitySampler(Sampler):
@@ -40,6 +42,13 @@ class IdentitySampler(Sampler):
     With ``shuffle=False`` identities are dealt and used in sorted order,
     samples in index order, and every epoch is the same.
 
+    Every index is yielded as a :class:`~mmdmpt.datasets.samplers.SeededIndex`
+    (an ``int``) carrying a seed derived from ``(seed, epoch, rank, position
+    in the epoch)``; the datasets of mmdmpt seed the randomness of that
+    sample's pipeline with it, so augmentation does not depend on the
+    data-loader workers and a resumed run augments exactly as an
+    uninterrupted one (see ``docs/reliability.md``).
+
     Labels are read with ``dataset.get_data_info(i)['gt_label']``; the
     pipeline never runs.
 
@@ -52,8 +61,11 @@ class IdentitySampler(Sampler):
             samples by drawing again; when False they are left out (with a
             warning). Defaults to True.
         shuffle (bool): Randomise identities and samples. Defaults to True.
-        seed (int, optional): Random seed; None draws one and syncs it across
-            ranks (``mmengine.dist.sync_random_seed``). Defaults to None.
+        seed (int, optional): Random seed (of the batches and of the
+            per-sample seeds); None draws one and syncs it across ranks
+            (``mmengine.dist.sync_random_seed``). The Runner passes its
+            ``randomness.seed`` unless ``diff_rank_seed`` is set. Defaults to
+            None.
     """
 
     def __init__(
@@ -95,6 +107,7 @@ class IdentitySampler(Sampler):
             label = int(dataset.get_data_info(i)['gt_label'])
             index_of.setdefault(label, []).append(i)
         k = num_instances
+        largest = max((len(v) for v in index_of.values()), default=0)
         if not with_replacement:
             short = sorted(pid for pid, idx in index_of.items() if len(idx) < k)
             if short:
@@ -111,11 +124,18 @@ class IdentitySampler(Sampler):
         self.pids = list(self.index_of)
         needed = self.num_ids_per_batch * world_size
         if len(self.pids) < needed:
+            if not with_replacement and not self.pids:
+                raise ValueError(
+                    f'IdentitySampler: train_dataloader.sampler.num_instances={k} is larger '
+                    f"than every identity's sample count (largest: {largest}) and "
+                    'with_replacement=False, so no identity is usable; expected '
+                    f'num_instances <= {largest} or with_replacement=True'
+                )
             raise ValueError(
                 f'IdentitySampler: {len(self.pids)} usable identities (with_replacement='
-                f'{with_replacement}, num_instances={k}) but a batch needs '
-                f'P=batch_size//num_instances={self.num_ids_per_batch} distinct identities '
-                f'on each of world_size={world_size} ranks, i.e. {needed}'
+                f'{with_replacement}, train_dataloader.sampler.num_instances={k}) but a batch '
+                f'needs P=batch_size//num_instances={self.num_ids_per_batch} distinct '
+                f'identities on each of world_size={world_size} ranks, i.e. {needed}'
             )
         if with_replacement:
             chunks = sum(max(1, math.ceil(len(v) / k)) for v in self.index_of.values())
@@ -168,6 +188,12 @@ class IdentitySampler(Sampler):
         return pids[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[int]:
+        """Yield this rank's indices for the epoch, each with its sample seed."""
+        seeds = derive_seeds(len(self), SAMPLE_TAG, self.seed, self.epoch, self.rank)
+        for position, index in enumerate(self._indices()):
+            yield SeededIndex(index, seeds[position])
+
+    def _indices(self) -> Iterator[int]:
         """Yield the indices of this rank's batches for the current epoch."""
         rng = np.random.default_rng([self.seed, self.epoch]) if self.shuffle else None
         pids = self._rank_ids(rng)
