@@ -18,6 +18,15 @@ from mmengine.runner import Runner
 
 DATA_HELP = 'README.md, section "Data and weights preparation"'
 
+#: ``--amp``: the mixed-precision variant of each optimizer wrapper type; the
+#: non-finite loss check of the default schedules stays on under AMP.
+AMP_VARIANTS = {
+    'OptimWrapper': 'AmpOptimWrapper',
+    'AmpOptimWrapper': 'AmpOptimWrapper',
+    'NonFiniteCheckOptimWrapper': 'AmpNonFiniteCheckOptimWrapper',
+    'AmpNonFiniteCheckOptimWrapper': 'AmpNonFiniteCheckOptimWrapper',
+}
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a multi-modal ReID model')
@@ -97,14 +106,11 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
-    if args.amp:
-        if not torch.cuda.is_available():
-            raise SystemExit(
-                '--amp: mixed precision needs a CUDA GPU, and none is available here '
-                '(torch.cuda.is_available() is False). Train on the CPU without --amp.'
-            )
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.amp and not torch.cuda.is_available():
+        raise SystemExit(
+            '--amp: mixed precision needs a CUDA GPU, and none is available here '
+            '(torch.cuda.is_available() is False). Train on the CPU without --amp.'
+        )
 
     if args.resume == 'auto':
         cfg.resume = True
@@ -112,11 +118,6 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
-
-    if args.no_validate:
-        cfg.val_cfg = None
-        cfg.val_dataloader = None
-        cfg.val_evaluator = None
 
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
@@ -132,7 +133,34 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if args.no_validate:  # after --cfg-options, which may set val_dataloader keys
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+    if args.amp:  # after --cfg-options, which may set optim_wrapper.type
+        use_amp(cfg)
     return cfg
+
+
+def use_amp(cfg: Config) -> None:
+    """Swap ``optim_wrapper.type`` for its mixed-precision variant (``--amp``).
+
+    ``NonFiniteCheckOptimWrapper`` (the default schedules) becomes
+    ``AmpNonFiniteCheckOptimWrapper``, so the non-finite loss check stays on;
+    ``OptimWrapper`` becomes MMEngine's ``AmpOptimWrapper``.
+
+    Raises:
+        SystemExit: If the type has no known mixed-precision variant.
+    """
+    wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    scope, _, name = wrapper_type.rpartition('.')
+    if name not in AMP_VARIANTS:
+        raise SystemExit(
+            f'--amp: optim_wrapper.type={wrapper_type!r} has no known mixed-precision variant; '
+            f'expected one of {sorted(AMP_VARIANTS)} (or train without --amp).'
+        )
+    cfg.optim_wrapper.type = f'{scope}.{AMP_VARIANTS[name]}' if scope else AMP_VARIANTS[name]
+    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
 
 def main() -> None:

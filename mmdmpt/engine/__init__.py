@@ -1,9 +1,10 @@
 from .hooks import *  # noqa: F401,F403
 from .loops import ReIDTestLoop, format_table, parse_missing
-from .optim_wrappers import NonFiniteCheckOptimWrapper
+from .optim_wrappers import AmpNonFiniteCheckOptimWrapper, NonFiniteCheckOptimWrapper
 from .runner import ReIDRunner
 
 __all__ = [
+    'AmpNonFiniteCheckOptimWrapper',
     'NonFiniteCheckOptimWrapper',
     'ReIDRunner',
     'ReIDTestLoop',

@@ -1,4 +1,9 @@
-"""An optimizer wrapper that refuses (or skips) steps on a non-finite loss."""
+"""Optimizer wrappers that refuse (or skip) steps on a non-finite loss.
+
+:class:`NonFiniteCheckOptimWrapper` is the default of the schedules in
+``configs/_base_/schedules/``; ``tools/train.py --amp`` swaps it for
+:class:`AmpNonFiniteCheckOptimWrapper`, its mixed-precision twin.
+"""
 
 import logging
 from typing import Callable, Dict, List, Optional
@@ -7,50 +12,34 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.dist import get_world_size
 from mmengine.logging import MessageHub, print_log
-from mmengine.optim import OptimWrapper
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
 from mmdmpt.registry import OPTIM_WRAPPERS
 
 ON_NONFINITE = ('raise', 'skip')
 
 
-@OPTIM_WRAPPERS.register_module()
-class NonFiniteCheckOptimWrapper(OptimWrapper):
-    """``OptimWrapper`` that checks the loss before the backward pass and the step.
+class NonFiniteCheckMixin:
+    """The non-finite loss check shared by the plain and the AMP wrappers.
 
-    A NaN or infinite loss never reaches the optimizer, so the weights and
-    the optimizer state stay finite:
-
-    - ``on_nonfinite='raise'`` (default): stop training with a
-      ``FloatingPointError`` naming the iteration (1-based, as in the logs)
-      and the non-finite loss term(s).
-    - ``on_nonfinite='skip'``: drop the step (the gradients, including any
-      accumulated ones, are zeroed), log a warning and count it in
-      :attr:`skipped_steps` and in the message hub's runtime info
-      ``'nonfinite_skipped_steps'``; training stops with the same error once
-      more than ``max_skips`` steps were skipped (``None``: never).
-
-    The loss terms come from :class:`~mmdmpt.engine.ReIDRunner`, which keeps
-    the per-term losses of the model's last ``parse_losses`` call (see
-    :attr:`loss_terms_getter`); with another Runner the message names the
-    summed loss only. In distributed runs the decision is all-reduced, so every
-    rank raises or skips the same step (a skipping rank still runs the backward
-    pass, to keep DDP's gradient synchronisation in step).
-
-    Args:
-        on_nonfinite (str): ``'raise'`` or ``'skip'``. Defaults to ``'raise'``.
-        max_skips (int, optional): With ``'skip'``, raise after this many
-            skipped steps. Defaults to None.
-        **kwargs: Passed to :class:`mmengine.optim.OptimWrapper`.
+    Mixed in before an MMEngine ``OptimWrapper`` class; it overrides
+    ``update_params`` and relies on the wrapper's ``backward``,
+    ``zero_grad`` and ``_inner_count``. See :class:`NonFiniteCheckOptimWrapper`.
     """
 
     def __init__(
         self, *args, on_nonfinite: str = 'raise', max_skips: Optional[int] = None, **kwargs
     ) -> None:
         if on_nonfinite not in ON_NONFINITE:
-            raise ValueError(f'on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}')
-        if max_skips is not None and max_skips < 0:
-            raise ValueError(f'max_skips must be >= 0 or None, got {max_skips}')
+            raise ValueError(
+                f'optim_wrapper.on_nonfinite={on_nonfinite!r} is not supported; expected one '
+                f'of {ON_NONFINITE}'
+            )
+        if max_skips is not None and (not isinstance(max_skips, int) or max_skips < 0):
+            raise ValueError(
+                f'optim_wrapper.max_skips={max_skips!r} is not supported; expected an int >= 0 '
+                'or None (no limit)'
+            )
         super().__init__(*args, **kwargs)
         self.on_nonfinite = on_nonfinite
         self.max_skips = max_skips
@@ -141,4 +130,66 @@ class NonFiniteCheckOptimWrapper(OptimWrapper):
         )
 
 
-__all__ = ['NonFiniteCheckOptimWrapper', 'ON_NONFINITE']
+@OPTIM_WRAPPERS.register_module()
+class NonFiniteCheckOptimWrapper(NonFiniteCheckMixin, OptimWrapper):
+    """``OptimWrapper`` that checks the loss before the backward pass and the step.
+
+    The default wrapper of the schedules in ``configs/_base_/schedules/``. A
+    NaN or infinite loss never reaches the optimizer, so the weights and the
+    optimizer state stay finite:
+
+    - ``on_nonfinite='raise'`` (default): stop training with a
+      ``FloatingPointError`` naming the iteration (1-based, as in the logs)
+      and the non-finite loss term(s).
+    - ``on_nonfinite='skip'``: drop the step (the gradients, including any
+      accumulated ones, are zeroed), log a warning and count it in
+      :attr:`skipped_steps` and in the message hub's runtime info
+      ``'nonfinite_skipped_steps'``; training stops with the same error once
+      more than ``max_skips`` steps were skipped (``None``: never).
+
+    The loss terms come from :class:`~mmdmpt.engine.ReIDRunner`, which keeps
+    the per-term losses of the model's last ``parse_losses`` call (see
+    :attr:`loss_terms_getter`); with another Runner the message names the
+    summed loss only. In distributed runs the decision is all-reduced, so every
+    rank raises or skips the same step (a skipping rank still runs the backward
+    pass, to keep DDP's gradient synchronisation in step).
+
+    Args:
+        on_nonfinite (str): ``'raise'`` or ``'skip'``. Defaults to ``'raise'``.
+        max_skips (int, optional): With ``'skip'``, raise after this many
+            skipped steps. Defaults to None.
+        **kwargs: Passed to :class:`mmengine.optim.OptimWrapper`.
+    """
+
+
+@OPTIM_WRAPPERS.register_module()
+class AmpNonFiniteCheckOptimWrapper(NonFiniteCheckMixin, AmpOptimWrapper):
+    """``AmpOptimWrapper`` with the non-finite loss check of :class:`NonFiniteCheckOptimWrapper`.
+
+    ``tools/train.py --amp`` picks it for configs that use the check (the
+    default schedules). The check concerns the loss value itself (the
+    unscaled summed loss, before ``loss_scaler.scale``), as without AMP:
+    with ``float16`` the ``GradScaler`` keeps handling infinite or NaN
+    *gradients* (it skips that step and lowers the scale), which is normal
+    while the scale settles and is not reported; a non-finite *loss* is
+    raised (or skipped and counted) whatever the dtype. With ``bfloat16``
+    the scaler is rarely needed (``loss_scale`` may stay ``'dynamic'``);
+    the loss check is the same.
+
+    Needs a CUDA (or NPU / MLU / MUSA) device, as ``AmpOptimWrapper`` does.
+
+    Args:
+        on_nonfinite (str): ``'raise'`` or ``'skip'``. Defaults to ``'raise'``.
+        max_skips (int, optional): With ``'skip'``, raise after this many
+            skipped steps. Defaults to None.
+        **kwargs: Passed to :class:`mmengine.optim.AmpOptimWrapper`
+            (``loss_scale``, ``dtype``, ``optimizer``, ...).
+    """
+
+
+__all__ = [
+    'AmpNonFiniteCheckOptimWrapper',
+    'NonFiniteCheckMixin',
+    'NonFiniteCheckOptimWrapper',
+    'ON_NONFINITE',
+]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from mmdmpt.datasets import RGBNT100, LoadMultiModalImages
+from mmdmpt.datasets.rgbnt100 import parse_rgbnt100_name
 
 
 def test_splits(trees):
@@ -96,3 +97,14 @@ def test_bad_name_and_missing_split(tmp_path, writer):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(FileNotFoundError, match=r"split 'train' not found: .*bounding_box_train"):
         RGBNT100(str(tmp_path / 'empty'), split='train')
+
+
+def test_name_parser():
+    assert parse_rgbnt100_name('0561_c0001_006.jpg') == dict(gt_label=561, camid=0)
+    assert parse_rgbnt100_name('0561_c0008.jpg') == dict(gt_label=561, camid=7)
+    for name in ('٠٥٦١_c0001_006.jpg', '0561_c0001\n.jpg', '0561_cam1_006.jpg', '0561_c0000.jpg'):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(f'RGBNT100: cannot parse image name {name!r} at /r/{name}'),
+        ):
+            parse_rgbnt100_name(name, f'/r/{name}')

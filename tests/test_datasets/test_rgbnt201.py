@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from mmdmpt.datasets import RGBNT201
+from mmdmpt.datasets.rgbnt201 import parse_rgbnt201_name
 from mmdmpt.registry import DATASETS
 
 
@@ -150,3 +151,17 @@ def test_bad_arguments(trees, kwargs, error, message):
     root, _ = trees['rgbnt201']
     with pytest.raises(error, match=message):
         RGBNT201(root, **kwargs)
+
+
+def test_name_parser():
+    assert parse_rgbnt201_name('000028_cam1_0_02.jpg') == dict(gt_label=28, camid=0)
+    assert parse_rgbnt201_name('000028_cam4.jpg', '/r/000028_cam4.jpg') == dict(
+        gt_label=28, camid=3
+    )
+    # non-ASCII digits, a newline before the extension, no camera, camera 0
+    for name in ('٠٠٠٠٢٨_cam1_0_02.jpg', '000028_cam1\n.jpg', '000028_0_02.jpg', '1_cam0.jpg'):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(f'RGBNT201: cannot parse image name {name!r} at /r/{name}'),
+        ):
+            parse_rgbnt201_name(name, f'/r/{name}')

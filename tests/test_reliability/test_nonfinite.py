@@ -1,9 +1,20 @@
-"""Guarantee 3: a non-finite loss never reaches the optimizer."""
+"""Guarantee 3: a non-finite loss never reaches the optimizer, by default and under AMP."""
+
+import importlib.util
+import re
+import sys
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
+from mmengine.config import Config
+from mmengine.optim import AmpOptimWrapper
 
 from mmdmpt.engine import NonFiniteCheckOptimWrapper
+from mmdmpt.engine.optim_wrappers import AmpNonFiniteCheckOptimWrapper, NonFiniteCheckMixin
+
+nan = float('nan')
 
 
 def _wrapper(**kwargs):
@@ -61,5 +72,180 @@ def test_unit_without_runner_names_the_summed_loss():
     with pytest.raises(FloatingPointError, match='summed loss'):
         wrapper.update_params((param * float('inf')).sum())
     assert torch.equal(param.detach(), torch.ones(2))
-    with pytest.raises(ValueError, match='on_nonfinite'):
+    with pytest.raises(ValueError, match='optim_wrapper.on_nonfinite'):
         NonFiniteCheckOptimWrapper(optimizer=torch.optim.SGD([param], lr=1.0), on_nonfinite='x')
+
+
+# --------------------------------------------------------------------------- #
+# The check is on by default: configs, tools/train.py --amp, the AMP wrapper
+# --------------------------------------------------------------------------- #
+def _tiny():
+    name = 'mmdmpt_tests_reliability_tiny_train'
+    if name not in sys.modules:
+        path = Path(__file__).with_name('tiny_train.py')
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted(
+    str(p.relative_to(ROOT))
+    for p in [*(ROOT / 'configs').rglob('*.py'), *(ROOT / 'tests' / 'data').glob('*.py')]
+    if '_base_' not in p.parts
+)
+
+
+def test_every_config_checks_by_default():
+    assert len(CONFIGS) >= 9
+    for path in CONFIGS:
+        wrapper = Config.fromfile(ROOT / path).optim_wrapper
+        assert wrapper.type == 'NonFiniteCheckOptimWrapper', path
+        assert wrapper.get('on_nonfinite', 'raise') == 'raise', path
+
+
+@pytest.fixture(scope='module')
+def tree(tmp_path_factory):
+    return _tiny().make_tree(str(tmp_path_factory.mktemp('nonfinite') / 'RGBNT201'))
+
+
+def _trainable(runner):
+    model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+@pytest.mark.parametrize(
+    'option, iteration, term',
+    [
+        # a config value that makes one loss term NaN from the first step
+        ('model.head.loss_triplet.loss_weight=nan', 1, r'loss_triplet=nan'),
+        # divergence: a huge learning rate blows the weights up at the first step
+        ('optim_wrapper.optimizer.lr=1e30', 2, r'loss_\w+=(nan|inf|-inf)'),
+    ],
+)
+def test_default_config_raises_naming_iteration_and_term(tree, tmp_path, option, iteration, term):
+    tiny = _tiny()
+    runner = tiny.build_runner(tiny.build_cfg(tree, tmp_path, [option], ['--no-validate']))
+    with pytest.raises(FloatingPointError) as info:
+        runner.train()
+    text = str(info.value)
+    assert f'Non-finite loss at iteration {iteration} (epoch 1): loss term(s) ' in text
+    assert re.search(term, text), text
+    assert runner.iter == iteration - 1  # the bad step was not taken
+    assert all(torch.isfinite(p).all() for p in _trainable(runner).values())
+
+
+def test_default_config_skip_mode_counts(tree, tmp_path):
+    tiny = _tiny()
+    options = [
+        'model.head.loss_triplet.loss_weight=nan',
+        'optim_wrapper.on_nonfinite=skip',
+        'train_cfg.max_epochs=1',
+    ]
+    runner = tiny.build_runner(tiny.build_cfg(tree, tmp_path, options, ['--no-validate']))
+    before = {}
+    runner.train_loop.run_iter = _wrap_run_iter(
+        runner.train_loop.run_iter, lambda: before or before.update(_trainable(runner))
+    )
+    runner.train()
+    iters = runner.iter
+    assert iters == len(runner.train_dataloader) > 1  # every step ran and was skipped
+    assert runner.optim_wrapper.skipped_steps == iters
+    assert runner.message_hub.get_info('nonfinite_skipped_steps') == iters
+    after = _trainable(runner)
+    assert before and before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no step reached the weights
+
+
+def test_amp_flag_keeps_the_check(tree, tmp_path, monkeypatch):
+    tiny = _tiny()
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    cfg = tiny.build_cfg(tree, tmp_path, flags=['--amp'])
+    assert cfg.optim_wrapper.type == 'AmpNonFiniteCheckOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic' and cfg.optim_wrapper.on_nonfinite == 'raise'
+    cfg = tiny.build_cfg(tree, tmp_path, ['optim_wrapper.type=OptimWrapper'], ['--amp'])
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    cfg = tiny.build_cfg(tree, tmp_path, ['optim_wrapper.type=mmdmpt.NonFiniteCheckOptimWrapper'])
+    tiny.train_tool().use_amp(cfg)
+    assert cfg.optim_wrapper.type == 'mmdmpt.AmpNonFiniteCheckOptimWrapper'
+    with pytest.raises(SystemExit, match=r"--amp: optim_wrapper.type='MyWrapper' has no known"):
+        tiny.build_cfg(tree, tmp_path, ['optim_wrapper.type=MyWrapper'], ['--amp'])
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(SystemExit, match='--amp: mixed precision needs a CUDA GPU'):
+        tiny.build_cfg(tree, tmp_path, flags=['--amp'])
+
+
+@pytest.fixture
+def amp_wrapper(monkeypatch):
+    """``make(**kw)``: the AMP wrapper on one parameter, built on any machine.
+
+    Without CUDA, MMEngine's device assertion is patched and the GradScaler disables
+    itself (scale 1, a plain step): the check itself is device-independent.
+    """
+    if not torch.cuda.is_available():
+        import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_module
+
+        monkeypatch.setattr(amp_module, 'is_cuda_available', lambda: True)
+
+    def make(**kwargs):
+        param = torch.nn.Parameter(torch.ones(2))
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # "CUDA is not available. Disabling" (CPU)
+            wrapper = AmpNonFiniteCheckOptimWrapper(
+                optimizer=torch.optim.SGD([param], lr=1.0), **kwargs
+            )
+        return wrapper, param
+
+    return make
+
+
+def test_amp_wrapper_raises_on_a_nonfinite_loss(amp_wrapper):
+    wrapper, param = amp_wrapper()
+    assert isinstance(wrapper, AmpOptimWrapper) and isinstance(wrapper, NonFiniteCheckMixin)
+    wrapper.loss_terms_getter = lambda: {'loss_cls': torch.tensor(1.0), 'loss_x': torch.tensor(nan)}
+    with pytest.raises(FloatingPointError, match=r'loss term\(s\) loss_x=nan\. Training stopped'):
+        wrapper.update_params((param * nan).sum())
+    assert torch.equal(param.detach(), torch.ones(2))
+    wrapper.update_params((param * 2).sum())  # a finite loss steps as AmpOptimWrapper does
+    assert torch.equal(param.detach(), -torch.ones(2))
+    with pytest.raises(ValueError, match=r"optim_wrapper.on_nonfinite='x' is not supported"):
+        amp_wrapper(on_nonfinite='x')
+
+
+def test_amp_wrapper_skip_mode_counts(amp_wrapper):
+    wrapper, param = amp_wrapper(on_nonfinite='skip', max_skips=1)
+    wrapper.update_params((param * float('inf')).sum())
+    assert wrapper.skipped_steps == 1 and torch.equal(param.detach(), torch.ones(2))
+    assert param.grad is None or not param.grad.any()
+    with pytest.raises(FloatingPointError, match='max_skips=1'):
+        wrapper.update_params((param * nan).sum())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+@pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
+def test_amp_wrapper_on_cuda(dtype):
+    # gradients that overflow only once scaled are the GradScaler's business (the step is
+    # skipped and the scale lowered, no error); a non-finite loss is ours
+    model = torch.nn.Linear(4, 1).cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    wrapper = AmpNonFiniteCheckOptimWrapper(optimizer=optimizer, dtype=dtype)
+    x = torch.full((2, 4), 0.01, device='cuda')
+
+    def step(factor):
+        before = model.weight.detach().clone()
+        with wrapper.optim_context(model):
+            out = model(x)
+        assert out.dtype == getattr(torch, dtype)
+        wrapper.update_params(out.float().mean() * factor)
+        return not torch.equal(before, model.weight.detach())
+
+    # a plain step (scaled by 65536 at first: d loss / d bias = 0.1 keeps fp16 in range)
+    assert step(0.1)
+    scale = wrapper.loss_scaler.get_scale()
+    assert not step(1e35)  # finite loss, infinite scaled gradients: the scaler skips
+    assert wrapper.loss_scaler.get_scale() < scale
+    with pytest.raises(FloatingPointError, match=r'the summed loss \(nan\)'):
+        step(nan)
+    assert step(0.1) and torch.isfinite(model.weight).all()

@@ -2,8 +2,14 @@
 max_epochs = 60
 warmup_epochs = 5
 
+# A NaN / inf loss stops training with an error naming the iteration and the
+# loss term, before the optimizer step (on_nonfinite='skip' skips and counts
+# such steps instead; max_skips bounds them). `tools/train.py --amp` swaps in
+# AmpNonFiniteCheckOptimWrapper, which keeps the check.
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='NonFiniteCheckOptimWrapper',
+    on_nonfinite='raise',
+    max_skips=None,
     optimizer=dict(type='Adam', lr=3.5e-4, weight_decay=1e-4),
 )
 

@@ -34,7 +34,9 @@ def decode_bgr(buf: bytes, path: str, check_complete: bool = True) -> np.ndarray
         numpy.ndarray: The image, contiguous.
 
     Raises:
-        ValueError: If the file is empty, truncated or cannot be decoded.
+        ValueError: If the file is empty, truncated or cannot be decoded
+            (including headers OpenCV refuses, e.g. an image larger than
+            ``CV_IO_MAX_IMAGE_PIXELS``); the message names ``path``.
     """
     if not buf:
         raise ValueError(f'cannot decode image {path}: the file is empty')
@@ -44,7 +46,14 @@ def decode_bgr(buf: bytes, path: str, check_complete: bool = True) -> np.ndarray
             raise ValueError(f'cannot decode image {path}: truncated JPEG (no end-of-image marker)')
         if buf.startswith(_PNG_MAGIC) and b'IEND' not in tail:
             raise ValueError(f'cannot decode image {path}: truncated PNG (no IEND chunk)')
-    img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. a header announcing a huge image
+        text = ' '.join(str(exc).split())
+        reason = text.split('error: ', 1)[-1] or 'OpenCV error'
+        raise ValueError(
+            f'cannot decode image {path}: corrupt or not an image ({reason})'
+        ) from None
     if img is None:
         raise ValueError(f'cannot decode image {path}: corrupt or not an image')
     return img
@@ -144,6 +153,14 @@ class LoadMultiModalImages(BaseTransform):
 
         Returns:
             dict: ``results`` with the added keys.
+
+        Raises:
+            FileNotFoundError: If an image file is missing (named).
+            OSError: If an image file cannot be read otherwise (Python's
+                message names the file).
+            ValueError: If an image is empty, truncated or corrupt, a strip
+                does not have the expected width, or ``img_paths``,
+                ``modalities`` and ``tile_indices`` disagree (all named).
         """
         paths = results['img_paths']
         modalities = tuple(results.get('modalities', MODALITIES[: len(paths)]))
@@ -155,6 +172,11 @@ class LoadMultiModalImages(BaseTransform):
         num_tiles = results.get('num_tiles')
         if tiles is not None and num_tiles is None:
             raise ValueError(f'tile_indices given without num_tiles for {paths}')
+        if tiles is not None and len(tiles) != len(paths):
+            raise ValueError(
+                f'{len(tiles)} tile_indices {list(tiles)} for {len(paths)} img_paths: {paths}; '
+                'expected one tile index per modality'
+            )
         mask = np.array([m not in self.missing_modalities for m in modalities], dtype=bool)
         if not mask.any():
             raise ValueError(f'every modality of the sample {modalities} is marked missing')

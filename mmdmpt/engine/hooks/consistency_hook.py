@@ -4,6 +4,7 @@ from typing import Optional, Sequence
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from mmengine.runner import BaseLoop
 
 from mmdmpt.registry import HOOKS
 
@@ -22,10 +23,12 @@ class DataModelCheckHook(Hook):
     """Stop at start-up when the config's model and data disagree.
 
     Before training: the classifier size must equal the number of training
-    identities, the model's modalities must equal the dataset's (same names,
-    same order), and an identity sampler's ``batch_size`` must equal the
-    dataloader's. Before validation and testing: the modalities must match.
-    Each failure names the config key, its value and what was expected.
+    identities, the model's modalities must equal those of the training set
+    and of the validation set (same names, same order; checked here so that a
+    bad ``val_dataloader`` fails before the first epoch, not after it), and an
+    identity sampler's ``batch_size`` must equal the dataloader's. Before
+    validation and testing: the modalities must match. Each failure names the
+    config key, its value and what was expected.
     """
 
     priority = 'VERY_HIGH'
@@ -36,6 +39,11 @@ class DataModelCheckHook(Hook):
         loader = runner.train_dataloader
         meta = _metainfo(loader)
         self._check_modalities(model, meta, 'train_dataloader')
+        val_loop = getattr(runner, '_val_loop', None)
+        if isinstance(val_loop, BaseLoop):  # built by Runner.train() before this hook
+            self._check_modalities(
+                model, _metainfo(getattr(val_loop, 'dataloader', None)), 'val_dataloader'
+            )
         num_ids = meta.get('num_ids')
         head_classes = getattr(getattr(model, 'head', None), 'num_classes', None)
         if num_ids is not None and head_classes is not None and head_classes != num_ids:

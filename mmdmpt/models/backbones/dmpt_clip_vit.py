@@ -545,7 +545,10 @@ class DMPTCLIPViT(BaseModule):
             missing = [m for m in modalities if m not in words]
             if missing:
                 raise ValueError(
-                    f'No modality word for {missing}; pass modality_words=dict(name=word, ...)'
+                    f'modalities={modalities} (model.backbone.modalities): no modality word '
+                    f'for {missing}; expected names among {tuple(DEFAULT_MODALITY_WORDS)} (the '
+                    'modalities the datasets yield), or modality_words=dict(name=word, ...) '
+                    'naming a word for every other modality'
                 )
             return tuple(str(words[m]) for m in modalities)
         words = tuple(str(w) for w in words)

@@ -81,7 +81,12 @@ def resolve_clip_config(
     ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
     height, width = int(img_size[0]), int(img_size[1])
     if height % ph or width % pw:
-        raise ValueError(f'img_size {tuple(img_size)} is not divisible by the patch size {patch}')
+        near = (max(ph, round(height / ph) * ph), max(pw, round(width / pw) * pw))
+        raise ValueError(
+            f'img_size={tuple(img_size)} (model.backbone.img_size, (H, W)) is not divisible by '
+            f'the patch size {patch} of the CLIP model: expected H a multiple of {ph} and W a '
+            f'multiple of {pw}, e.g. {near} (resize the images in the pipeline to match)'
+        )
     vision['image_size'] = (height, width)
     out = dict(embed_dim=int(cfg['embed_dim']), vision_cfg=vision, text_cfg=text)
     for key in _CLIP_KWARGS:

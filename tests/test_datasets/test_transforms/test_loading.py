@@ -103,3 +103,13 @@ def test_strip_decoded_once(tmp_path, writer, monkeypatch):
     assert [int(im.mean()) for im in out['imgs']] == [10, 120, 230]
     assert all(im.flags.c_contiguous and im.shape == (8, 16, 3) for im in out['imgs'])
     assert osp.exists(path)
+
+
+def test_tile_indices_must_match_the_paths(tmp_path, writer):
+    path = str(tmp_path / 'strip.png')
+    writer(path, np.zeros((8, 48, 3), np.uint8))
+    results = dict(
+        img_paths=[path] * 3, modalities=('rgb', 'nir', 'tir'), tile_indices=[0, 1], num_tiles=3
+    )
+    with pytest.raises(ValueError, match=r'2 tile_indices \[0, 1\] for 3 img_paths'):
+        LoadMultiModalImages()(results)
