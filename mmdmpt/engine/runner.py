@@ -108,6 +108,35 @@ def _is_unsafe_pickle_error(exc: BaseException) -> bool:
     )
 
 
+def check_local_gpus(environ: Optional[Mapping] = None, device_count: Optional[int] = None) -> None:
+    """Fail clearly when a node starts more GPU processes than it has GPUs.
+
+    ``tools/dist_train.sh CONFIG N`` starts N processes per node; with CUDA
+    available each takes the GPU of its local rank, so a rank beyond the
+    visible devices would stop with CUDA's "invalid device ordinal".
+
+    Args:
+        environ (Mapping, optional): The launcher's environment
+            (``LOCAL_WORLD_SIZE`` / ``LOCAL_RANK``). Defaults to ``os.environ``.
+        device_count (int, optional): Visible CUDA devices. Defaults to
+            ``torch.cuda.device_count()``.
+
+    Raises:
+        RuntimeError: If the processes on this node outnumber its GPUs.
+    """
+    environ = os.environ if environ is None else environ
+    count = torch.cuda.device_count() if device_count is None else int(device_count)
+    local_rank = int(environ.get('LOCAL_RANK', 0))
+    local_size = int(environ.get('LOCAL_WORLD_SIZE', local_rank + 1))
+    if max(local_size, local_rank + 1) > count:
+        raise RuntimeError(
+            f'{local_size} processes on this node (LOCAL_WORLD_SIZE) but {count} visible '
+            f'CUDA device(s): each process needs its own GPU. Start at most {count} '
+            f'(tools/dist_train.sh CONFIG {count}), or hide the GPUs with '
+            'CUDA_VISIBLE_DEVICES= to run the processes on the CPU (gloo).'
+        )
+
+
 @RUNNERS.register_module()
 class ReIDRunner(Runner):
     """MMEngine's Runner, plus distributed runs on machines without a GPU.
@@ -122,6 +151,8 @@ class ReIDRunner(Runner):
 
     def setup_env(self, env_cfg: Dict) -> None:
         """Start a gloo process group first when distributed without a GPU."""
+        if self.distributed and self.launcher == 'pytorch' and torch.cuda.is_available():
+            check_local_gpus()
         if self.distributed and not torch.cuda.is_available():
             env_cfg = dict(env_cfg)
             dist_cfg = dict(env_cfg.get('dist_cfg') or {})

@@ -24,7 +24,9 @@ def _free_port() -> str:
 
 
 def _run(args, env=None, timeout=300):
-    full_env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', **(env or {}))
+    # These are CPU runs (gloo): hide any GPU of the machine running the suite.
+    full_env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
+    full_env.update(env or {})
     return subprocess.run(
         args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
     )
