@@ -368,14 +368,6 @@ class BaseMultiModalReIDDataset(BaseDataset):
                 records.append(record)
         return records
 
-    def _bad_name(self, path: str, reason: str = '') -> ValueError:
-        """The error raised for an image whose name does not parse."""
-        extra = f' ({reason})' if reason else ''
-        return ValueError(
-            f'{self.dataset_name}: cannot parse image name {osp.basename(path)!r} at '
-            f'{path}{extra}; expected the pattern {self.NAME_PATTERN!r}'
-        )
-
     # ------------------------------------------------------------------ #
     # BaseDataset interface
     # ------------------------------------------------------------------ #

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 from mmdmpt.registry import DATASETS
 
 from .base import BaseMultiModalReIDDataset, pair_by_name
-from .names import bad_name_error
+from .names import parse_id_camera
 
 DATASET_NAME = 'RGBNT201'
 NAME_PATTERN = '{pid:06d}_cam{c}_{x}_{idx:02d}.jpg (c >= 1)'
@@ -36,14 +36,7 @@ def parse_rgbnt201_name(name: str, path: Optional[str] = None) -> Dict[str, int]
             file and the expected pattern, when the name does not match or
             its camera is 0.
     """
-    path = name if path is None else path
-    match = _NAME_RE.fullmatch(osp.splitext(name)[0])
-    if match is None:
-        raise bad_name_error(DATASET_NAME, NAME_PATTERN, path)
-    cam = int(match.group(2))
-    if cam < 1:
-        raise bad_name_error(DATASET_NAME, NAME_PATTERN, path, f'camera {cam} is not 1-based')
-    return dict(gt_label=int(match.group(1)), camid=cam - 1)
+    return parse_id_camera(name, _NAME_RE, DATASET_NAME, NAME_PATTERN, path)
 
 
 @DATASETS.register_module()
