@@ -329,6 +329,46 @@ def run_variants(
     return results
 
 
+def run_benchmark(
+    script: str,
+    argv: Sequence[str],
+    args: argparse.Namespace,
+    run_one: Callable[[str], Dict[str, float]],
+    rounds: Optional[int] = None,
+) -> Optional[Dict[str, Dict[str, float]]]:
+    """The ``main`` of a per-variant benchmark, child and parent sides.
+
+    In a child process (``--variant NAME``) run that variant, hand its
+    numbers to the parent and return None. In the parent apply
+    ``--threads`` and run every variant of ``args.variants`` through
+    :func:`run_variants`.
+
+    Args:
+        script (str): The benchmark script (``__file__``), re-invoked per variant.
+        argv (Sequence[str]): The command-line arguments.
+        args (Namespace): The parsed arguments (``add_common_args`` and
+            ``--variants``).
+        run_one (Callable): ``run_one(variant) -> result dict``.
+        rounds (int, optional): Rounds; defaults to ``args.rounds``.
+
+    Returns:
+        dict or None: ``{variant: result}`` in the parent, None in a child.
+    """
+    if args.variant is not None:
+        write_result_file(args.result_file, run_one(args.variant))
+        return None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return run_variants(
+        osp.abspath(script),
+        argv,
+        args.variants,
+        run_one,
+        args.in_process,
+        args.rounds if rounds is None else rounds,
+    )
+
+
 def _run_child(script: str, argv: Sequence[str], variant: str) -> Dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         result_file = osp.join(tmp, 'result.json')

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import gc
 import glob
-import json
 import os
 import os.path as osp
 import sys
@@ -115,6 +114,8 @@ def report(results: Dict[str, dict]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
     args = parse_args(argv)
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+    import bench_utils as bu
     from mmengine.config import DictAction
     from mmengine.logging import MMLogger
 
@@ -131,11 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
         results[path] = count_config(path, cfg_options)
         print(f'  {path}: done', file=sys.stderr, flush=True)
     print(report(results))
-    if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(results, f, indent=2)
-            f.write('\n')
+    bu.write_json(args.out, results)
     return results
 
 

@@ -22,7 +22,6 @@ Example::
 
 import argparse
 import glob
-import json
 import os
 import os.path as osp
 import platform
@@ -148,6 +147,8 @@ def report(args: argparse.Namespace, results: Dict[str, dict]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
     args = parse_args(argv)
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+    import bench_utils as bu
     import cv2
     import torch
     from mmengine.logging import MMLogger
@@ -162,11 +163,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
             results[layout] = measure_layout(args, layout, root)
             print(f'  {layout}: done', file=sys.stderr, flush=True)
     print(report(args, results))
-    if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(results, f, indent=2)
-            f.write('\n')
+    bu.write_json(args.out, results)
     return results
 
 

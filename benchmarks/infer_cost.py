@@ -133,21 +133,10 @@ def report(args: argparse.Namespace, results: Dict[str, dict], device: torch.dev
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if args.variant is not None:  # child process
-        bu.write_result_file(args.result_file, run_variant(args, args.variant))
+    results = bu.run_benchmark(__file__, argv, args, lambda variant: run_variant(args, variant))
+    if results is None:  # child process
         return {}
-    device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results = bu.run_variants(
-        osp.abspath(__file__),
-        argv,
-        args.variants,
-        lambda variant: run_variant(args, variant),
-        args.in_process,
-        args.rounds,
-    )
-    print(report(args, results, device))
+    print(report(args, results, torch.device(args.device)))
     bu.write_json(args.out, results)
     return results
 

@@ -26,21 +26,7 @@ import train_cost  # noqa: E402
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument(
-        '--dmpt-config', default='configs/dmpt/dmpt_vitb_rgbnt201.py', help='DMPT config'
-    )
-    parser.add_argument(
-        '--fullft-config',
-        default='configs/baselines/clip_vitb_fullft_rgbnt201.py',
-        help='full fine-tuning config',
-    )
-    parser.add_argument(
-        '--variants',
-        nargs='+',
-        default=['dmpt', 'full_ft'],
-        choices=train_cost.VARIANTS,
-        help='what to profile (dmpt full_ft)',
-    )
+    train_cost.add_variant_args(parser, default=('dmpt', 'full_ft'))
     parser.add_argument('--top', type=int, default=15, help='operators listed per variant (15)')
     bu.add_common_args(parser, steps=3, warmup=3)
     return parser.parse_args(argv)
@@ -51,23 +37,7 @@ def profile_variant(args: argparse.Namespace, variant: str) -> Dict[str, object]
     from torch.profiler import ProfilerActivity, profile
 
     device = bu.setup_torch(args)
-    model = bu.build_model(train_cost.variant_model_cfg(args, variant), device)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    config = args.fullft_config if variant == 'full_ft' else args.dmpt_config
-    optimizer = bu.build_optimizer(config, params)
-    backbone = model.backbone
-    inputs, samples = bu.make_batch(
-        args.batch_size, backbone.num_modalities, backbone.img_size, device, seed=args.seed
-    )
-
-    def step() -> None:
-        with bu.amp_context(args, device):
-            losses = model(inputs, samples, mode='loss')
-            loss, _ = model.parse_losses(losses)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    step = train_cost.build_training(args, variant, device)[-1]
 
     for _ in range(args.warmup):
         step()

@@ -46,17 +46,7 @@ MIB = 2.0**20
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument(
-        '--dmpt-config', default='configs/dmpt/dmpt_vitb_rgbnt201.py', help='DMPT config'
-    )
-    parser.add_argument(
-        '--fullft-config',
-        default='configs/baselines/clip_vitb_fullft_rgbnt201.py',
-        help='full fine-tuning config',
-    )
-    parser.add_argument(
-        '--variants', nargs='+', default=list(VARIANTS), choices=VARIANTS, help='what to run'
-    )
+    train_cost.add_variant_args(parser)
     bu.add_common_args(parser, steps=2, warmup=0)
     args = parser.parse_args(argv)
     if args.device != 'cpu':
@@ -95,24 +85,11 @@ def run_variant(args: argparse.Namespace, variant: str) -> Dict[str, float]:
     from torch.profiler import ProfilerActivity, profile
 
     device = bu.setup_torch(args)
-    config = args.fullft_config if variant == 'full_ft' else args.dmpt_config
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        model = bu.build_model(train_cost.variant_model_cfg(args, variant), device)
-        model.train()
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = bu.build_optimizer(config, params)
-        backbone = model.backbone
-        inputs, samples = bu.make_batch(
-            args.batch_size, backbone.num_modalities, backbone.img_size, device, seed=args.seed
-        )
+        model, params, (inputs, samples), step = train_cost.build_training(args, variant, device)
         with torch.profiler.record_function('mmdmpt_bench_steps'):
             for _ in range(args.steps):
-                losses = model(inputs, samples, mode='loss')
-                loss, _ = model.parse_losses(losses)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                del loss, losses
+                step()
     events = prof.profiler.kineto_results.events()
     steps = [e for e in events if e.name() == 'mmdmpt_bench_steps']
     if len(steps) != 1:
@@ -188,17 +165,11 @@ def report(args: argparse.Namespace, results: Dict[str, dict]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if args.variant is not None:  # child process
-        bu.write_result_file(args.result_file, run_variant(args, args.variant))
-        return {}
-    results = bu.run_variants(
-        osp.abspath(__file__),
-        argv,
-        args.variants,
-        lambda variant: run_variant(args, variant),
-        args.in_process,
-        1,
+    results = bu.run_benchmark(
+        __file__, argv, args, lambda variant: run_variant(args, variant), rounds=1
     )
+    if results is None:  # child process
+        return {}
     for res in results.values():
         for key in ('step_s', 'step_s_rounds'):
             res.pop(key, None)

@@ -31,7 +31,7 @@ import argparse
 import os
 import os.path as osp
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
@@ -41,8 +41,12 @@ import torch  # noqa: E402
 VARIANTS = ('dmpt', 'dmpt_cp', 'full_ft')
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+def add_variant_args(parser: argparse.ArgumentParser, default: Sequence[str] = VARIANTS) -> None:
+    """Add ``--dmpt-config``, ``--fullft-config`` and ``--variants`` (of :data:`VARIANTS`).
+
+    Shared by the scripts that build the training variants the same way
+    (``tensor_memory.py``, ``profile_step.py``).
+    """
     parser.add_argument(
         '--dmpt-config', default='configs/dmpt/dmpt_vitb_rgbnt201.py', help='DMPT config'
     )
@@ -52,8 +56,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='full fine-tuning config',
     )
     parser.add_argument(
-        '--variants', nargs='+', default=list(VARIANTS), choices=VARIANTS, help='what to run'
+        '--variants',
+        nargs='+',
+        default=list(default),
+        choices=VARIANTS,
+        help=f'what to run ({" ".join(default)})',
     )
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    add_variant_args(parser)
     bu.add_common_args(parser, steps=5, warmup=2)
     return parser.parse_args(argv)
 
@@ -70,9 +83,17 @@ def variant_model_cfg(args: argparse.Namespace, variant: str) -> dict:
     )
 
 
-def run_variant(args: argparse.Namespace, variant: str) -> Dict[str, float]:
-    """Build one variant, time its training steps, return its numbers."""
-    device = bu.setup_torch(args)
+def build_training(
+    args: argparse.Namespace, variant: str, device: torch.device
+) -> Tuple[torch.nn.Module, List[torch.nn.Parameter], tuple, Callable[[], None]]:
+    """Build one variant in train mode with its optimizer and batch.
+
+    Returns:
+        tuple: ``(model, trainable params, (inputs, data_samples), step)``;
+        ``step()`` is one training step: forward in ``'loss'`` mode (under
+        ``--amp``), sum of the losses, backward, the config's optimizer,
+        ``zero_grad(set_to_none=True)``.
+    """
     model = bu.build_model(variant_model_cfg(args, variant), device)
     model.train()
     backbone = model.backbone
@@ -82,9 +103,6 @@ def run_variant(args: argparse.Namespace, variant: str) -> Dict[str, float]:
     inputs, samples = bu.make_batch(
         args.batch_size, backbone.num_modalities, backbone.img_size, device, seed=args.seed
     )
-    bu.synchronize(device)
-    built_mb = bu.now_memory_mb(device)
-    build_peak_mb = bu.peak_memory_mb(device)
 
     def step() -> None:
         with bu.amp_context(args, device):
@@ -93,6 +111,17 @@ def run_variant(args: argparse.Namespace, variant: str) -> Dict[str, float]:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    return model, params, (inputs, samples), step
+
+
+def run_variant(args: argparse.Namespace, variant: str) -> Dict[str, float]:
+    """Build one variant, time its training steps, return its numbers."""
+    device = bu.setup_torch(args)
+    _, params, _, step = build_training(args, variant, device)
+    bu.synchronize(device)
+    built_mb = bu.now_memory_mb(device)
+    build_peak_mb = bu.peak_memory_mb(device)
 
     load_start = os.getloadavg()[0]
     times = bu.time_iterations(step, args.steps, args.warmup, device)
@@ -150,21 +179,10 @@ def report(args: argparse.Namespace, results: Dict[str, dict], device: torch.dev
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if args.variant is not None:  # child process
-        bu.write_result_file(args.result_file, run_variant(args, args.variant))
+    results = bu.run_benchmark(__file__, argv, args, lambda variant: run_variant(args, variant))
+    if results is None:  # child process
         return {}
-    device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results = bu.run_variants(
-        osp.abspath(__file__),
-        argv,
-        args.variants,
-        lambda variant: run_variant(args, variant),
-        args.in_process,
-        args.rounds,
-    )
-    print(report(args, results, device))
+    print(report(args, results, torch.device(args.device)))
     bu.write_json(args.out, results)
     return results
 
