@@ -43,22 +43,6 @@ __all__ = [
     'split_query_gallery',
 ]
 
-#: Keys of a features dict.
-FEATURE_KEYS = (
-    'feats',
-    'pids',
-    'camids',
-    'sceneids',
-    'is_query',
-    'sample_idx',
-    'modality_mask',
-    'img_paths',
-    'modalities',
-    'has_scenes',
-    'normalized',
-    'missing',
-    'dataset_name',
-)
 #: Keys holding one entry per sample.
 PER_SAMPLE_KEYS = (
     'feats',
@@ -69,6 +53,14 @@ PER_SAMPLE_KEYS = (
     'sample_idx',
     'modality_mask',
     'img_paths',
+)
+#: Keys of a features dict: the per-sample ones, then the ones about the whole set.
+FEATURE_KEYS = PER_SAMPLE_KEYS + (
+    'modalities',
+    'has_scenes',
+    'normalized',
+    'missing',
+    'dataset_name',
 )
 _INT_KEYS = ('pids', 'camids', 'sceneids', 'sample_idx')
 _BOOL_KEYS = ('is_query', 'modality_mask')
