@@ -1,20 +1,33 @@
 """k-reciprocal re-ranking, written from the paper's description.
 
 Zhong et al., "Re-ranking Person Re-identification with k-reciprocal
-Encoding", CVPR 2017.
+Encoding", CVPR 2017. Where the paper leaves a detail open, the authors'
+released code decides (noted below as "released code").
 
 Over the union of the ``Q`` queries and ``G`` gallery samples (``N = Q + G``):
 
 1. Original distance ``d``: the given distances, each row divided by its
    maximum so that ``d`` lies in ``[0, 1]`` (negative values clamped to 0).
+   :func:`re_ranking` takes ``d`` as given; the paper's ``d`` is the
+   squared Euclidean (Mahalanobis with ``M = I``) distance, so pass squared
+   Euclidean distances to reproduce it (the released code squares the
+   distances it is given). :func:`re_ranking_from_features` computes the
+   squared Euclidean distance for ``metric='euclidean'``, and ``1 - cos``
+   for ``'cosine'``, which on L2-normalised features is half of it (the same
+   after the row scaling).
 2. ``N(p, k)``: the ``k`` nearest samples of ``p`` besides itself, i.e. the
    first ``k + 1`` of its ranking, which start with ``p``.
-3. k-reciprocal neighbours ``R(p, k) = {g in N(p, k) : p in N(g, k)}``.
-4. Expansion ``R*(p, k1) = R(p, k1) U R(q, k1 / 2)`` for every
-   ``q in R(p, k1)`` with ``|R(p, k1) & R(q, k1 / 2)| >= 2/3 |R(q, k1 / 2)|``
-   (``k1 / 2`` rounded half up); ``p`` itself always belongs to ``R*``.
+3. k-reciprocal neighbours ``R(p, k) = {g in N(p, k) : p in N(g, k)}``
+   (``p`` itself included).
+4. Expansion: ``R*(p, k1)`` is ``R(p, k1)`` joined with ``R(q, k1 / 2)``
+   for every ``q in R(p, k1)`` such that
+   ``|R(p, k1) & R(q, k1 / 2)| > 2/3 |R(q, k1 / 2)|``, strictly greater as
+   in the released code, and with ``k1 / 2`` rounded as the released code
+   does, ``int(np.around(k1 / 2))``, i.e. half to even: ``k1 = 20 -> 10``,
+   ``5 -> 2``, ``7 -> 4``, ``3 -> 2``, ``1 -> 0`` (``R(q, 0) = {q}``).
+   ``p`` itself always belongs to ``R*``.
 5. Sparse encoding ``V_p[g] = exp(-d(p, g))`` for ``g in R*(p, k1)``, else
-   0; each ``V_p`` is scaled to sum to 1.
+   0; each ``V_p`` is scaled to sum to 1 (released code).
 6. Local query expansion: ``V_p`` is replaced by the mean of ``V_g`` over the
    ``k2`` first samples of ``p``'s ranking (``p`` included); ``k2 = 1``
    leaves ``V`` unchanged.
@@ -32,12 +45,18 @@ about ``8 Q G`` bytes for the output and the Jaccard sums and a sparse
 (default 30,000, i.e. 3.6 GB in float32) the functions refuse with a
 ``MemoryError`` instead of running out of memory. Ties at the ``k``-th
 neighbour are resolved by :func:`torch.topk`.
+
+Mixed precision: nothing here is affected by autocast (no float32 matrix
+product; the features' distances are float64), so the result is the same
+inside an autocast region.
 """
 
 from typing import Optional, Tuple
 
 import numpy as np
 import torch
+
+from mmdmpt.utils.errors import ConfigError
 
 from ._utils import ArrayLike, check_features, check_metric, to_tensor
 from .distance import check_chunk_size, pairwise_distance, prepare_features
@@ -56,11 +75,11 @@ _MAX_PAIRS = 1 << 22
 def _check_params(k1: int, k2: int, lambda_value: float, dtype: str) -> torch.dtype:
     for name, value in (('k1', k1), ('k2', k2)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f'{name} must be a positive int, got {value!r}.')
+            raise ConfigError(f'{name} must be a positive int, got {value!r}.')
     if not 0.0 <= float(lambda_value) <= 1.0:
-        raise ValueError(f'lambda_value must be in [0, 1], got {lambda_value}.')
+        raise ConfigError(f'lambda_value must be in [0, 1], got {lambda_value}.')
     if dtype not in _DTYPES:
-        raise ValueError(f'dtype must be one of {tuple(_DTYPES)}, got {dtype!r}.')
+        raise ConfigError(f'dtype must be one of {tuple(_DTYPES)}, got {dtype!r}.')
     return _DTYPES[dtype]
 
 
@@ -97,8 +116,10 @@ def re_ranking(
     See the module docstring for the steps and the memory cost.
 
     Args:
-        q_g_dist (ArrayLike): ``(Q, G)`` query-gallery distances (e.g. cosine
-            or squared Euclidean; any non-negative distance).
+        q_g_dist (ArrayLike): ``(Q, G)`` query-gallery distances, the
+            paper's original distance ``d`` as it is used (any non-negative
+            distance; squared Euclidean reproduces the paper, cosine on
+            L2-normalised features gives the same result).
         q_q_dist (ArrayLike): ``(Q, Q)`` query-query distances.
         g_g_dist (ArrayLike): ``(G, G)`` gallery-gallery distances.
         k1 (int): Size of the k-reciprocal neighbourhood. Defaults to 20.
@@ -116,7 +137,8 @@ def re_ranking(
         np.ndarray: ``(Q, G)`` float32 re-ranked distances in [0, 1].
 
     Raises:
-        ValueError: On bad shapes, NaN distances or bad parameters.
+        ConfigError: On bad parameters (a ``ValueError``).
+        ValueError: On bad shapes or NaN distances.
         MemoryError: When ``Q + G > max_samples``.
     """
     storage = _check_params(k1, k2, lambda_value, dtype)
@@ -157,10 +179,11 @@ def re_ranking_from_features(
     """k-reciprocal re-ranking computed from features.
 
     The all-pair distances are computed row chunk by row chunk (float64, as
-    :func:`~mmdmpt.evaluation.functional.compute_distance`) straight into the
-    ``(Q+G, Q+G)`` storage matrix. On L2-normalised features, cosine
-    distance equals half the squared Euclidean distance, so after the
-    per-row scaling it gives the same result as squared Euclidean.
+    :func:`~mmdmpt.evaluation.functional.compute_distance`, squared for
+    ``'euclidean'``) straight into the ``(Q+G, Q+G)`` storage matrix. The
+    paper's original distance is the squared Euclidean one; on
+    L2-normalised features, cosine distance equals half of it, so after the
+    per-row scaling both metrics give the same result.
 
     Args:
         query_feats (ArrayLike): ``(Q, D)`` query features.
@@ -169,7 +192,8 @@ def re_ranking_from_features(
         k2 (int): Local query expansion size. Defaults to 6.
         lambda_value (float): Weight of the original distance. Defaults to
             0.3.
-        metric (str): ``'cosine'`` or ``'euclidean'`` (plain). Defaults to
+        metric (str): ``'cosine'`` (``1 - cos``) or ``'euclidean'``
+            (squared Euclidean, the paper's distance). Defaults to
             ``'cosine'``.
         dtype (str): ``'float32'`` or ``'float16'`` storage. Defaults to
             ``'float32'``.
@@ -197,9 +221,27 @@ def re_ranking_from_features(
         )
         if torch.isnan(block).any():
             raise ValueError('The distances contain NaN (NaN or infinite features).')
+        if metric == 'euclidean':
+            block.square_()  # the paper's squared Euclidean distance
         dist[start : start + chunk_size] = block
         del block
     return _k_reciprocal_rerank(dist, num_q, k1, k2, float(lambda_value))
+
+
+def half_k1(k1: int) -> int:
+    """``k1 / 2`` of the expansion step, rounded half to even.
+
+    The released code's ``int(np.around(k1 / 2.))``: ``20 -> 10``, ``5 -> 2``,
+    ``7 -> 4``, ``3 -> 2``, ``1 -> 0`` (``R(q, 0) = {q}``). Python's
+    :func:`round` rounds half to even too, and ``k1 / 2`` is exact.
+
+    Args:
+        k1 (int): Size of the k-reciprocal neighbourhood.
+
+    Returns:
+        int: The neighbourhood size of the candidates' sets.
+    """
+    return int(round(k1 / 2))
 
 
 def _nearest(dist: torch.Tensor, width: int) -> torch.Tensor:
@@ -261,8 +303,9 @@ def _k_reciprocal_rerank(
         rows /= rows.max(dim=1, keepdim=True).values.clamp_min_(1e-12)
         dist[start : start + _ROW_CHUNK] = rows
 
-    # 2-3. Nearest samples and k-reciprocal neighbours (k1 and k1 / 2).
-    k_half = max(1, (k1 + 1) // 2)
+    # 2-3. Nearest samples and k-reciprocal neighbours (k1 and k1 / 2, rounded
+    # half to even like the released code's int(np.around(k1 / 2.))).
+    k_half = half_k1(k1)
     nearest = _nearest(dist, min(max(k1 + 1, k2), total))
     full = _reciprocal_mask(nearest, k1).numpy()
     half = _reciprocal_mask(nearest, k_half).numpy()
@@ -278,7 +321,7 @@ def _k_reciprocal_rerank(
         expanded.add(p)
         for q in base:
             cand = half_sets[q]
-            if 3 * len(base & cand) >= 2 * len(cand):
+            if 3 * len(base & cand) > 2 * len(cand):  # strictly more than 2/3
                 expanded |= cand
         cols = np.fromiter(sorted(expanded), dtype=np.int64, count=len(expanded))
         col_parts.append(cols)

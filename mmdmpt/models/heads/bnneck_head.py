@@ -10,11 +10,18 @@ from mmpretrain.structures import DataSample
 from torch import nn
 
 from mmdmpt.registry import MODELS
+from mmdmpt.utils.errors import ConfigError
 
+from ..losses.triplet_loss import autocast_off
 from ..utils import stack_modality_mask
 
 DEFAULT_LOSS_CLS = dict(type='mmpretrain.LabelSmoothLoss', label_smooth_val=0.1, loss_weight=0.25)
 DEFAULT_LOSS_TRIPLET = dict(type='TripletLoss', margin=None, loss_weight=1.0)
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is float16/bfloat16 (float32/float64 kept)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _bnneck(channels: int) -> nn.BatchNorm1d:
@@ -52,6 +59,12 @@ class BNNeckHead(BaseModule):
       encoder. ``'cosine'``: ``1 - cos``; ``'contrastive'``: cross entropy
       over the M modality text features (the right modality is the target).
       Needs :meth:`init_alignment`, which :class:`MultiModalReID` calls.
+
+    Mixed precision: the classifiers' logits may come out of autocast in
+    float16/bfloat16, but every loss is computed in float32 with autocast
+    disabled (the logits are cast to float32 first; the alignment loss
+    projects and normalises float32 copies of the features), so the loss
+    values are those of float32 arithmetic on the network's outputs.
 
     Test features (:meth:`predict`) are raw (not L2-normalised; normalising is
     the metric's job): the pre-BN feature for ``test_feature='before'`` or
@@ -94,9 +107,9 @@ class BNNeckHead(BaseModule):
     ) -> None:
         super().__init__(init_cfg=init_cfg)
         if test_feature not in ('before', 'after'):
-            raise ValueError(f"test_feature must be 'before' or 'after', got {test_feature!r}")
+            raise ConfigError(f"test_feature must be 'before' or 'after', got {test_feature!r}")
         if in_channels % num_modalities:
-            raise ValueError(
+            raise ConfigError(
                 f'in_channels={in_channels} is not divisible by num_modalities={num_modalities}'
             )
         self.in_channels = in_channels
@@ -115,7 +128,7 @@ class BNNeckHead(BaseModule):
             cfg = self.per_modality_cfg
             unknown = set(cfg) - {'weight', 'label_smooth_val'}
             if unknown:
-                raise ValueError(f'per_modality_loss: unknown keys {sorted(unknown)}')
+                raise ConfigError(f'per_modality_loss: unknown keys {sorted(unknown)}')
             self.modality_bnnecks = nn.ModuleList(
                 [_bnneck(self.channels_per_modality) for _ in range(num_modalities)]
             )
@@ -137,9 +150,9 @@ class BNNeckHead(BaseModule):
         if self.align_cfg is not None:
             unknown = set(self.align_cfg) - {'weight', 'mode', 'temperature'}
             if unknown:
-                raise ValueError(f'align_loss: unknown keys {sorted(unknown)}')
+                raise ConfigError(f'align_loss: unknown keys {sorted(unknown)}')
             if self.align_cfg.get('mode', 'cosine') not in ('cosine', 'contrastive'):
-                raise ValueError("align_loss.mode must be 'cosine' or 'contrastive'")
+                raise ConfigError("align_loss.mode must be 'cosine' or 'contrastive'")
             # Filled by init_alignment(); frozen, rebuilt from the backbone at
             # construction, hence not saved in checkpoints.
             self.register_buffer('align_proj', torch.empty(0), persistent=False)
@@ -237,7 +250,8 @@ class BNNeckHead(BaseModule):
         logits = self.classifier(self.bnneck(flat))
         losses: Dict[str, torch.Tensor] = {}
         if self.loss_cls is not None:
-            losses['loss_cls'] = self.loss_cls(logits, labels)
+            with autocast_off(logits.device):
+                losses['loss_cls'] = self.loss_cls(_at_least_fp32(logits), labels)
         if self.loss_triplet is not None:
             losses['loss_triplet'] = self.loss_triplet(flat, labels)
         if self.per_modality_cfg is not None:
@@ -264,7 +278,9 @@ class BNNeckHead(BaseModule):
             if int(keep.sum()) < 2:
                 continue  # BatchNorm needs two samples
             x = self.modality_bnnecks[m](feats[keep, m])
-            terms.append(self.modality_loss(self.modality_classifiers[m](x), labels[keep]))
+            logits = self.modality_classifiers[m](x)
+            with autocast_off(logits.device):
+                terms.append(self.modality_loss(_at_least_fp32(logits), labels[keep]))
         if terms:
             total = total + torch.stack(terms).mean()
         return self.per_modality_cfg.get('weight', 1.0) * total
@@ -276,10 +292,6 @@ class BNNeckHead(BaseModule):
                 'MultiModalReID, which calls it with the backbone values.'
             )
         cfg = self.align_cfg
-        d_v = self.align_proj.shape[0]
-        proj = feats[..., :d_v] @ self.align_proj.to(feats.dtype)  # (N, M, E)
-        img = F.normalize(proj, dim=-1)
-        txt = F.normalize(self.align_text_features.to(feats.dtype), dim=-1)  # (M, E)
         num_samples, num_mod = feats.shape[:2]
         keep = (
             mask.to(feats.device).bool()
@@ -288,13 +300,19 @@ class BNNeckHead(BaseModule):
         )
         if not bool(keep.any()):
             return feats.sum() * 0.0
-        if cfg.get('mode', 'cosine') == 'cosine':
-            cos = (img * txt.unsqueeze(0)).sum(-1)  # (N, M)
-            loss = (1.0 - cos)[keep].mean()
-        else:
-            logits = img @ txt.t() / cfg.get('temperature', 0.07)  # (N, M, M)
-            target = torch.arange(num_mod, device=feats.device).expand(num_samples, -1)
-            loss = F.cross_entropy(logits[keep], target[keep])
+        d_v = self.align_proj.shape[0]
+        with autocast_off(feats.device):
+            x = _at_least_fp32(feats[..., :d_v])
+            proj = x @ self.align_proj.to(x.dtype)  # (N, M, E)
+            img = F.normalize(proj, dim=-1)
+            txt = F.normalize(self.align_text_features.to(x.dtype), dim=-1)  # (M, E)
+            if cfg.get('mode', 'cosine') == 'cosine':
+                cos = (img * txt.unsqueeze(0)).sum(-1)  # (N, M)
+                loss = (1.0 - cos)[keep].mean()
+            else:
+                logits = img @ txt.t() / cfg.get('temperature', 0.07)  # (N, M, M)
+                target = torch.arange(num_mod, device=feats.device).expand(num_samples, -1)
+                loss = F.cross_entropy(logits[keep], target[keep])
         return cfg.get('weight', 1.0) * loss
 
     # -------------------------------------------------------------- predict

@@ -1,16 +1,42 @@
 """Batch-hard triplet loss (soft margin or margin ranking)."""
 
-from typing import Optional
+import contextlib
+from typing import ContextManager, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mmdmpt.registry import MODELS
+from mmdmpt.utils.errors import ConfigError
+
+
+def autocast_off(device: torch.device) -> ContextManager:
+    """A context in which autocast is disabled for ``device``'s type.
+
+    Losses run inside the autocast region of mixed-precision training, where
+    matrix products of float32 tensors are computed in float16/bfloat16 and
+    some reductions follow the input's low precision. Inside this context
+    every operation runs in the dtype of its inputs, so a loss that casts its
+    inputs to float32 computes in float32 whatever the autocast state.
+
+    Args:
+        device (torch.device): Device of the tensors computed on.
+
+    Returns:
+        ContextManager: ``torch.autocast(device.type, enabled=False)``, or a
+        no-op context for device types autocast does not know.
+    """
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def pairwise_euclidean(feats: torch.Tensor) -> torch.Tensor:
     """Euclidean distances between rows, ``sqrt(clamp(d^2, 1e-12))``.
+
+    Computed with autocast disabled; float16/bfloat16 inputs are promoted to
+    float32, other dtypes are kept.
 
     Args:
         feats (Tensor): ``(N, D)``.
@@ -18,9 +44,12 @@ def pairwise_euclidean(feats: torch.Tensor) -> torch.Tensor:
     Returns:
         Tensor: ``(N, N)``.
     """
-    sq = feats.pow(2).sum(1, keepdim=True)
-    dist = sq + sq.t() - 2.0 * feats @ feats.t()
-    return dist.clamp(min=1e-12).sqrt()
+    with autocast_off(feats.device):
+        if feats.dtype in (torch.float16, torch.bfloat16):
+            feats = feats.float()
+        sq = feats.pow(2).sum(1, keepdim=True)
+        dist = sq + sq.t() - 2.0 * feats @ feats.t()
+        return dist.clamp(min=1e-12).sqrt()
 
 
 @MODELS.register_module()
@@ -32,6 +61,10 @@ class TripletLoss(nn.Module):
     other identity) are mined in the batch. With ``margin=None`` the soft
     margin ``softplus(d_ap - d_an)`` is used, otherwise
     ``relu(d_ap - d_an + margin)``.
+
+    The loss is computed in float32 with autocast disabled (the features are
+    cast to float32 first), so under mixed precision the distances, hence
+    the mined triplets, are those of the float32 features.
 
     Anchors without another sample of their identity, or without any sample
     of another identity, have no triplet and are left out of the mean. When
@@ -55,7 +88,7 @@ class TripletLoss(nn.Module):
     ) -> None:
         super().__init__()
         if margin is not None and margin < 0:
-            raise ValueError(f'margin must be >= 0 or None, got {margin}')
+            raise ConfigError(f'TripletLoss: margin must be >= 0 or None, got {margin}')
         self.margin = margin
         self.loss_weight = loss_weight
         self.normalize_feature = normalize_feature
@@ -64,30 +97,32 @@ class TripletLoss(nn.Module):
         """Compute the weighted loss.
 
         Args:
-            feats (Tensor): ``(N, D)`` features.
+            feats (Tensor): ``(N, D)`` features, any floating dtype.
             labels (Tensor): ``(N,)`` identity labels.
 
         Returns:
-            Tensor: Scalar loss.
+            Tensor: Scalar float32 loss.
         """
-        if self.normalize_feature:
-            feats = F.normalize(feats, dim=1)
         labels = labels.reshape(-1)
-        dist = pairwise_euclidean(feats.float())
-        same = labels.unsqueeze(0) == labels.unsqueeze(1)
-        eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-        pos_mask = same & ~eye
-        neg_mask = ~same
-        valid = pos_mask.any(1) & neg_mask.any(1)
-        if not bool(valid.any()):
-            return feats.sum() * 0.0
-        d_ap = dist.masked_fill(~pos_mask, float('-inf')).amax(1)[valid]
-        d_an = dist.masked_fill(~neg_mask, float('inf')).amin(1)[valid]
-        if self.margin is None:
-            loss = F.softplus(d_ap - d_an)
-        else:
-            loss = F.relu(d_ap - d_an + self.margin)
-        return self.loss_weight * loss.mean()
+        with autocast_off(feats.device):
+            feats = feats.float()
+            if self.normalize_feature:
+                feats = F.normalize(feats, dim=1)
+            dist = pairwise_euclidean(feats)
+            same = labels.unsqueeze(0) == labels.unsqueeze(1)
+            eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+            pos_mask = same & ~eye
+            neg_mask = ~same
+            valid = pos_mask.any(1) & neg_mask.any(1)
+            if not bool(valid.any()):
+                return feats.sum() * 0.0
+            d_ap = dist.masked_fill(~pos_mask, float('-inf')).amax(1)[valid]
+            d_an = dist.masked_fill(~neg_mask, float('inf')).amin(1)[valid]
+            if self.margin is None:
+                loss = F.softplus(d_ap - d_an)
+            else:
+                loss = F.relu(d_ap - d_an + self.margin)
+            return self.loss_weight * loss.mean()
 
     def extra_repr(self) -> str:
         """Shown by ``print(module)``."""

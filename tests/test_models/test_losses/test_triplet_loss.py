@@ -75,3 +75,93 @@ def test_identical_features_have_finite_gradients():
 def test_negative_margin_rejected():
     with pytest.raises(ValueError, match='margin'):
         TripletLoss(margin=-1.0)
+
+
+def _batch(seed=0, num_ids=8, per_id=4, dim=256):
+    """Features of a P x K batch (margin 8 leaves most triplets active)."""
+    gen = torch.Generator().manual_seed(seed)
+    centers = torch.randn(num_ids, dim, generator=gen)
+    labels = torch.arange(num_ids).repeat_interleave(per_id)
+    feats = centers[labels] + torch.randn(num_ids * per_id, dim, generator=gen)
+    return feats, labels
+
+
+def _naive_distance(feats):
+    """The formula of pairwise_euclidean without disabling autocast."""
+    sq = feats.pow(2).sum(1, keepdim=True)
+    return (sq + sq.t() - 2.0 * feats @ feats.t()).clamp(min=1e-12).sqrt()
+
+
+def _autocast_devices():
+    params = [pytest.param('cpu', torch.bfloat16, id='cpu-bf16')]
+    for dtype in (torch.float16, torch.bfloat16):
+        params.append(
+            pytest.param(
+                'cuda',
+                dtype,
+                id=f'cuda-{str(dtype)[6:]}',
+                marks=pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA'),
+            )
+        )
+    return params
+
+
+@pytest.mark.parametrize('device,dtype', _autocast_devices())
+@pytest.mark.parametrize('margin,normalize', [(None, False), (8.0, False), (None, True)])
+def test_autocast_gives_the_fp32_loss(device, dtype, margin, normalize):
+    feats, labels = _batch()
+    feats, labels = feats.to(device), labels.to(device)
+    loss_fn = TripletLoss(margin=margin, normalize_feature=normalize)
+    ref_feats = feats.clone().requires_grad_(True)
+    ref = loss_fn(ref_feats, labels)
+    ref.backward()
+    amp_feats = feats.clone().requires_grad_(True)
+    with torch.autocast(device, dtype=dtype):
+        loss = loss_fn(amp_feats, labels)
+        naive = _naive_distance(F.normalize(feats, dim=1) if normalize else feats)
+    loss.backward()
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=0)
+    torch.testing.assert_close(amp_feats.grad, ref_feats.grad, rtol=1e-5, atol=1e-8)
+    # Without disabling autocast the distances are far from the fp32 ones
+    # (the product runs in low precision), so this test can tell.
+    assert naive.dtype == torch.float32  # the sum is fp32, the product was not
+    exact = _naive_distance(F.normalize(feats, dim=1) if normalize else feats)
+    assert (naive - exact).abs().max() > 1e-3 * exact.max()
+
+
+def test_autocast_changes_mined_triplets_without_the_fix():
+    # The hardest positive found from bf16 distances differs from the fp32 one
+    # for some anchors of this batch: the low-precision loss is a different loss.
+    feats, labels = _batch(seed=1, per_id=8, dim=768)
+    same = labels[:, None] == labels[None, :]
+    pos_mask = same & ~torch.eye(len(labels), dtype=torch.bool)
+    exact = pairwise_euclidean(feats)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        naive = _naive_distance(feats)
+        inside = pairwise_euclidean(feats)
+    assert torch.equal(inside, exact)
+    hardest = exact.masked_fill(~pos_mask, -1).argmax(1)
+    hardest_naive = naive.masked_fill(~pos_mask, -1).argmax(1)
+    assert (hardest != hardest_naive).any()
+
+
+def test_pairwise_euclidean_promotes_half_inputs():
+    feats = FEATS.to(torch.bfloat16)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        dist = pairwise_euclidean(feats)
+    assert dist.dtype == torch.float32
+    assert dist[1, 2].item() == pytest.approx(math.sqrt(10.0), rel=1e-6)
+    assert pairwise_euclidean(FEATS.double()).dtype == torch.float64
+
+
+def test_default_path_is_plain_fp32_arithmetic():
+    # Outside autocast the loss is exactly the fp32 formula (no extra casts).
+    feats, labels = _batch(seed=2)
+    dist = _naive_distance(feats)
+    same = labels[:, None] == labels[None, :]
+    pos = same & ~torch.eye(len(labels), dtype=torch.bool)
+    d_ap = dist.masked_fill(~pos, float('-inf')).amax(1)
+    d_an = dist.masked_fill(same, float('inf')).amin(1)
+    assert torch.equal(TripletLoss()(feats, labels), F.softplus(d_ap - d_an).mean())
+    assert torch.equal(TripletLoss(margin=8.0)(feats, labels), F.relu(d_ap - d_an + 8.0).mean())
