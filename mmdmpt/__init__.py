@@ -1,42 +1,62 @@
-"""mmdmpt: Decoupled Modality-aware Prompt Tuning for multi-modal ReID."""
+"""mmdmpt: Decoupled Modality-aware Prompt Tuning for multi-modal ReID.
 
-import mmcv
-import mmengine
-from mmengine.utils import digit_version
+Importing the package is cheap: the versions of its OpenMMLab dependencies
+are checked from the installed distributions' metadata, without importing
+them (so that a tool's ``--help`` answers at once); the subpackages import
+torch, mmengine, mmcv and mmpretrain when they are used.
+"""
+
+import importlib.metadata as _metadata
+from typing import Optional, Tuple
 
 from .version import __version__, version_info
 
+#: name: (distributions providing it, minimum inclusive, maximum exclusive).
 _REQUIREMENTS = {
-    # name: (module, minimum inclusive, maximum exclusive)
-    'mmengine': (mmengine, '0.10.0', '1.0.0'),
-    'mmcv': (mmcv, '2.0.0', '2.3.0'),
+    'mmengine': (('mmengine',), '0.10.0', '1.0.0'),
+    'mmcv': (('mmcv', 'mmcv-lite'), '2.0.0', '2.3.0'),
+    'mmpretrain': (('mmpretrain',), '1.2.0', '2.0.0'),
 }
 
 
+def _numeric(version: str) -> Tuple[int, ...]:
+    """The leading numeric release of a version string: '2.2.0rc1' -> (2, 2, 0)."""
+    parts = []
+    for part in version.split('.'):
+        digits = ''
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def _installed(dists: Tuple[str, ...]) -> Optional[str]:
+    for dist in dists:
+        try:
+            return _metadata.version(dist)
+        except _metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def _check_versions() -> None:
-    for name, (module, low, high) in _REQUIREMENTS.items():
-        version = digit_version(module.__version__)
-        if not digit_version(low) <= version < digit_version(high):
-            raise ImportError(
-                f'mmdmpt needs {name}>={low},<{high} but {name}=='
-                f'{module.__version__} is installed. Install a matching '
-                f'version, e.g. `pip install "{name}>={low},<{high}"` '
-                '(mmcv-lite is enough for mmcv), or run `make test`, which '
-                'builds a .venv from requirements/constraints.txt.'
-            )
-    try:
-        import mmpretrain
-    except ImportError as exc:  # pragma: no cover - depends on environment
-        raise ImportError(
-            'mmdmpt needs mmpretrain>=1.2.0,<2.0.0: `pip install "mmpretrain>=1.2.0,<2.0.0"`'
-        ) from exc
-    version = digit_version(mmpretrain.__version__)
-    if not digit_version('1.2.0') <= version < digit_version('2.0.0'):
-        raise ImportError(
-            f'mmdmpt needs mmpretrain>=1.2.0,<2.0.0 but mmpretrain=='
-            f'{mmpretrain.__version__} is installed: '
-            '`pip install "mmpretrain>=1.2.0,<2.0.0"`.'
+    for name, (dists, low, high) in _REQUIREMENTS.items():
+        version = _installed(dists)
+        hint = (
+            f'`pip install "{name}>={low},<{high}"`'
+            + (' (mmcv-lite is enough)' if name == 'mmcv' else '')
+            + ', or run `make test`, which builds a .venv from requirements/constraints.txt.'
         )
+        if version is None:
+            raise ImportError(f'mmdmpt needs {name}>={low},<{high}, which is not installed: {hint}')
+        if not _numeric(low) <= _numeric(version) < _numeric(high):
+            raise ImportError(
+                f'mmdmpt needs {name}>={low},<{high} but {name}=={version} is installed: {hint}'
+            )
 
 
 _check_versions()

@@ -2,21 +2,19 @@
 
 Usage:
     python tools/train.py configs/dmpt/dmpt_vitb_rgbnt201.py [--work-dir DIR]
-        [--resume [CKPT|auto]] [--amp] [--auto-scale-lr]
-        [--cfg-options key=value ...] [--launcher pytorch]
+        [--data-root DIR] [--resume [CKPT|auto]] [--amp] [--auto-scale-lr]
+        [--check-data] [--cfg-options key=value ...] [--launcher pytorch] [--debug]
+
+A mistake in the config, the data or a checkpoint is printed as one message
+(exit status 2); ``--debug`` shows its traceback.
 """
 
 import argparse
 import os
 import os.path as osp
-import sys
+from typing import List, Optional
 
-import torch
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS, init_default_scope
-from mmengine.runner import Runner
-
-DATA_HELP = 'README.md, section "Data and weights preparation"'
+from mmdmpt.utils.cli import add_debug_argument, run_tool
 
 #: ``--amp``: the mixed-precision variant of each optimizer wrapper type; the
 #: non-finite loss check of the default schedules stays on under AMP.
@@ -28,10 +26,11 @@ AMP_VARIANTS = {
 }
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a multi-modal ReID model')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument('--data-root', help="dataset root for every split (the config's data_root)")
     parser.add_argument(
         '--resume',
         nargs='?',
@@ -47,6 +46,11 @@ def parse_args() -> argparse.Namespace:
         '--no-validate', action='store_true', help='do not evaluate during training'
     )
     parser.add_argument(
+        '--check-data',
+        action='store_true',
+        help='decode every image of every split first and list all bad files',
+    )
+    parser.add_argument(
         '--auto-scale-lr', action='store_true', help='scale the LR with the total batch size'
     )
     parser.add_argument(
@@ -60,54 +64,56 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=_dict_action(),
         help='override settings of the config, e.g. model.backbone.pretrained=None',
     )
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    add_debug_argument(parser)
+    args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
 
 
-def missing_inputs(cfg: Config) -> list:
+def _dict_action():
+    from mmengine.config import DictAction
+
+    return DictAction
+
+
+def missing_inputs(cfg) -> list:
     """Name the data roots and weight files the config needs but the disk lacks."""
-    problems = []
-    loaders = [cfg.get('train_dataloader')]
-    if cfg.get('val_cfg') is not None:
-        loaders.append(cfg.get('val_dataloader'))
-    for loader in loaders:
-        dataset = (loader or {}).get('dataset') or {}
-        root = dataset.get('data_root')
-        if root and not osp.isdir(root):
-            problems.append(
-                f'dataset {dataset.get("type")}: data_root "{root}" does not exist. '
-                f'Put the dataset there in its official layout (see {DATA_HELP}), '
-                'or pass --cfg-options train_dataloader.dataset.data_root=PATH '
-                'val_dataloader.dataset.data_root=PATH test_dataloader.dataset.data_root=PATH.'
-            )
+    from mmdmpt.engine.launch import missing_data_roots
+
+    loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') is not None else [])
+    problems = missing_data_roots(cfg, loaders)
     backbone = (cfg.get('model') or {}).get('backbone') or {}
     pretrained = backbone.get('pretrained')
     if isinstance(pretrained, str) and not osp.isfile(pretrained):
         problems.append(
             f'model.backbone.pretrained: weight file "{pretrained}" does not exist. '
-            "Copy OpenAI's released CLIP ViT-B-16.pt there (see "
-            f'{DATA_HELP}), or pass --cfg-options model.backbone.pretrained=None '
+            'Copy OpenAI\'s released CLIP ViT-B-16.pt there (see README.md, section "Data and '
+            'weights preparation"), or pass --cfg-options model.backbone.pretrained=None '
             'to start from random weights.'
         )
-    return list(dict.fromkeys(problems))
+    return problems
 
 
-def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
+def merge_args(cfg, args: argparse.Namespace):
     """Merge the command-line arguments into the config."""
+    import torch
+
+    from mmdmpt.engine.launch import merge_cfg_options
+    from mmdmpt.utils.errors import ConfigError
+
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
     if args.amp and not torch.cuda.is_available():
-        raise SystemExit(
+        raise ConfigError(
             '--amp: mixed precision needs a CUDA GPU, and none is available here '
             '(torch.cuda.is_available() is False). Train on the CPU without --amp.'
         )
@@ -116,6 +122,9 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
+        from mmdmpt.utils.checkpoint import check_checkpoint_file
+
+        check_checkpoint_file(args.resume)
         cfg.resume = True
         cfg.load_from = args.resume
 
@@ -131,18 +140,22 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         if args.no_persistent_workers:
             loader['persistent_workers'] = False
 
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options, args.data_root)
     if args.no_validate:  # after --cfg-options, which may set val_dataloader keys
         cfg.val_cfg = None
         cfg.val_dataloader = None
         cfg.val_evaluator = None
     if args.amp:  # after --cfg-options, which may set optim_wrapper.type
         use_amp(cfg)
+    load_from = cfg.get('load_from')
+    if isinstance(load_from, str) and not cfg.get('resume'):
+        from mmdmpt.utils.checkpoint import check_checkpoint_file
+
+        check_checkpoint_file(load_from)
     return cfg
 
 
-def use_amp(cfg: Config) -> None:
+def use_amp(cfg) -> None:
     """Swap ``optim_wrapper.type`` for its mixed-precision variant (``--amp``).
 
     ``NonFiniteCheckOptimWrapper`` (the default schedules) becomes
@@ -150,12 +163,14 @@ def use_amp(cfg: Config) -> None:
     ``OptimWrapper`` becomes MMEngine's ``AmpOptimWrapper``.
 
     Raises:
-        SystemExit: If the type has no known mixed-precision variant.
+        ConfigError: If the type has no known mixed-precision variant.
     """
+    from mmdmpt.utils.errors import ConfigError
+
     wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
     scope, _, name = wrapper_type.rpartition('.')
     if name not in AMP_VARIANTS:
-        raise SystemExit(
+        raise ConfigError(
             f'--amp: optim_wrapper.type={wrapper_type!r} has no known mixed-precision variant; '
             f'expected one of {sorted(AMP_VARIANTS)} (or train without --amp).'
         )
@@ -163,33 +178,60 @@ def use_amp(cfg: Config) -> None:
     cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
 
-def main() -> None:
-    args = parse_args()
-    cfg = Config.fromfile(args.config)
+def check_data(cfg) -> None:
+    """``--check-data``: decode every image of every split; stop listing all bad files."""
+    from mmengine.registry import init_default_scope
+
+    from mmdmpt.datasets.verify import verify_dataset
+    from mmdmpt.engine.prepare import DATALOADERS
+    from mmdmpt.utils.errors import DataError
+
+    datasets = {}
+    for name in DATALOADERS:
+        loader = cfg.get(name)
+        if isinstance(loader, dict) and isinstance(loader.get('dataset'), dict):
+            datasets[name.replace('_dataloader', '')] = loader['dataset']
+    init_default_scope(cfg.get('default_scope', 'mmdmpt'))
+    report = verify_dataset(datasets)
+    print(report.format(), flush=True)
+    if not report.ok:
+        raise DataError(
+            f'--check-data: {len(report.bad_files)} bad file(s) or split(s); see the list above.'
+        )
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    from mmdmpt.engine.launch import (
+        build_runner,
+        load_config,
+        missing_inputs_error,
+        remove_failed_start,
+        teardown_distributed,
+    )
+    from mmdmpt.engine.prepare import prepare_config
+    from mmdmpt.utils.errors import MMDMPTError
+
+    cfg = load_config(args.config)
     cfg.launcher = args.launcher
     cfg = merge_args(cfg, args)
-
     problems = missing_inputs(cfg)
     if problems:
-        sys.stderr.write('Cannot start training, missing inputs:\n')
-        for problem in problems:
-            sys.stderr.write(f'  - {problem}\n')
-        raise SystemExit(1)
+        raise missing_inputs_error(problems, 'training')
+    prepare_config(cfg)  # key checks and derived values before any folder is written
+    if args.check_data:
+        check_data(cfg)
 
-    # ReIDRunner (configs/_base_/default_runtime.py) also runs distributed on
-    # CPU-only machines; a config without runner_type gets MMEngine's Runner.
-    if 'runner_type' in cfg:
-        init_default_scope(cfg.get('default_scope', 'mmdmpt'))
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # A clean teardown: gloo ranks left to exit with a live process group
-        # can abort at interpreter exit.
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    runner = None
+    try:
+        runner = build_runner(cfg)
+        runner.train()
+    except MMDMPTError:
+        remove_failed_start(runner)
+        raise
+    teardown_distributed()
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    raise SystemExit(run_tool(main))

@@ -14,10 +14,11 @@ default_hooks = dict(
 )
 
 # Checkpoints of ours hold only tensors and primitive values, so they load
-# with torch.load(weights_only=True); `trainable_only=True` stores just the
-# prompts, mappings and head on top of the shared CLIP file.
+# with torch.load(weights_only=True). trainable_only='auto': a model with a
+# frozen part (DMPT) stores only what it trains (prompts, mappings, head: MBs
+# on top of the shared CLIP file); full fine-tuning stores everything.
 custom_hooks = [
-    dict(type='SafeCheckpointHook', trainable_only=False),
+    dict(type='SafeCheckpointHook', trainable_only='auto'),
     # Stops at start-up when num_classes, modalities or batch sizes disagree.
     dict(type='DataModelCheckHook'),
     # Reseeds random/numpy/torch from (seed, epoch) and (seed, iteration), so a

@@ -4,7 +4,6 @@ import copy
 import logging
 import os
 import os.path as osp
-import pickle
 from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -19,11 +18,14 @@ from mmengine.fileio import get as fileio_get
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope
-from mmengine.runner.checkpoint import load_state_dict
 from mmengine.utils import ProgressBar
 from torch.utils.data import DataLoader, Dataset
 
+from mmdmpt.engine.config_check import check_cfg_options
+from mmdmpt.engine.prepare import prepare_config
 from mmdmpt.registry import MODELS
+from mmdmpt.utils.checkpoint import check_checkpoint_file, load_model_weights, read_checkpoint
+from mmdmpt.utils.errors import CheckpointError
 
 __all__ = [
     'ReIDInferencer',
@@ -57,99 +59,97 @@ def load_reid_checkpoint(
     model: torch.nn.Module,
     filename: str,
     map_location: Union[str, torch.device] = 'cpu',
-    strict: bool = True,
+    model_cfg: Optional[Mapping] = None,
 ) -> Dict[str, Any]:
     """Load a mmdmpt checkpoint (full or trainable-only) into ``model``.
 
-    The file is read with ``torch.load(weights_only=True)`` (what
-    :class:`~mmdmpt.engine.hooks.SafeCheckpointHook` writes); pickled code is
-    never executed. The weights are taken from ``checkpoint['state_dict']``
-    (or the file itself when it is a bare state dict), ``module.`` prefixes
-    are stripped, and they are loaded with MMEngine's ``load_state_dict``.
-
-    A *trainable-only* checkpoint lacks the frozen CLIP weights: the model
-    keeps the values it was built with, so its backbone's ``pretrained`` must
-    point to the same CLIP file as in training.
+    The same reader and the same rules as ``tools/test.py``
+    (:mod:`mmdmpt.utils.checkpoint`): pickled code never runs, a file that is
+    not a checkpoint is refused by name, and the tensors must fit the model
+    (a different ID classifier is skipped with one log line: features do not
+    use it). A *trainable-only* checkpoint lacks the frozen CLIP weights: the
+    model keeps the values it was built with, so its backbone's
+    ``pretrained`` must point to the same CLIP file as in training.
 
     Args:
         model (nn.Module): The model, e.g. a :class:`MultiModalReID`.
         filename (str): The checkpoint file.
         map_location (str | torch.device): Passed to ``torch.load``.
             Defaults to ``'cpu'``.
-        strict (bool): Fail on missing (trainable) or unexpected keys.
-            Defaults to True.
+        model_cfg (Mapping, optional): The config's ``model``, to name the
+            settings that differ from the checkpoint's training config.
+            Defaults to None.
 
     Returns:
         dict: ``meta`` (the checkpoint's meta dict, or ``{}``),
         ``trainable_only`` (bool) and ``num_keys`` (tensors loaded).
 
     Raises:
-        FileNotFoundError: If ``filename`` does not exist.
-        RuntimeError: If the file holds pickled objects that the safe loader
-            refuses, or (``strict``) the keys do not fit the model.
+        CheckpointError: If the file is missing, unsafe, not a checkpoint, or
+            its tensors do not fit the model.
     """
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint file not found: {filename}')
-    try:
-        checkpoint = torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise RuntimeError(
-            f'Refused to load {filename}: torch.load(weights_only=True) rejected it '
-            f'({str(exc).splitlines()[0]}). mmdmpt checkpoints hold only tensors and primitive '
-            'values (SafeCheckpointHook); re-save the state dict with torch.save.'
-        ) from exc
-    if not isinstance(checkpoint, Mapping):
-        raise RuntimeError(f'{filename} holds a {type(checkpoint).__name__}, not a checkpoint dict')
-    state = checkpoint.get('state_dict', checkpoint)
-    if not isinstance(state, Mapping):
-        raise RuntimeError(f'{filename}: "state_dict" is a {type(state).__name__}, not a dict')
-    state = {(k[len('module.') :] if k.startswith('module.') else k): v for k, v in state.items()}
+    checkpoint = read_checkpoint(filename, map_location=map_location)
+    info = load_model_weights(model, checkpoint, filename, model_cfg=model_cfg, for_test=True)
     meta = checkpoint.get('meta', {}) if 'state_dict' in checkpoint else {}
     meta = dict(meta) if isinstance(meta, Mapping) else {}
-    model_keys = set(model.state_dict())
-    absent = model_keys - set(state)
-    trainable = model.trainable_keys() if hasattr(model, 'trainable_keys') else model_keys
-    trainable_only = bool(meta.get('trainable_only')) or bool(absent and not absent & trainable)
-    load_state_dict(model, state, strict=strict, logger='current')
     print_log(
-        f'Loaded {"trainable-only " if trainable_only else ""}checkpoint {filename} '
-        f'({len(state)} tensors).',
+        f'Loaded {"trainable-only " if info["trainable_only"] else ""}checkpoint {filename} '
+        f'({info["num_loaded"]} tensors).',
         logger='current',
     )
-    return dict(meta=meta, trainable_only=trainable_only, num_keys=len(state))
+    return dict(meta=meta, trainable_only=info['trainable_only'], num_keys=info['num_loaded'])
 
 
-def build_reid_model(
-    cfg: Config, weights: Optional[str] = None, strict: bool = True
-) -> torch.nn.Module:
-    """Build ``cfg.model`` and load ``weights``, as the Runner would.
+def build_reid_model(cfg: Config, weights: Optional[str] = None) -> torch.nn.Module:
+    """Build ``cfg.model`` and load ``weights``, as ``tools/test.py`` would.
 
-    The config's top-level ``data_preprocessor`` is used when the model
-    config has none. When ``weights`` is given and the backbone's
-    ``pretrained`` CLIP file does not exist, the model is built with random
-    CLIP weights and every tensor must then come from the checkpoint: this
-    works for full checkpoints; a trainable-only checkpoint raises an error
-    naming the missing CLIP file.
+    The config is prepared as the Runner prepares it
+    (:func:`mmdmpt.engine.prepare.prepare_config`: key checks,
+    ``num_classes='auto'`` from the checkpoint). The config's top-level
+    ``data_preprocessor`` is used when the model config has none. The
+    checkpoint file is checked before anything is built. When ``weights`` is
+    given and the backbone's ``pretrained`` CLIP file does not exist, the
+    model is built with random CLIP weights and every weight must then come
+    from the checkpoint: this works for full checkpoints; a trainable-only
+    checkpoint is refused, naming the missing CLIP file.
 
     Args:
         cfg (Config): A config with ``model``.
         weights (str, optional): Checkpoint file. Defaults to None (no
             weights are loaded: the prompts and head keep their random
             initialisation, with a warning).
-        strict (bool): Strict key matching when loading. Defaults to True.
 
     Returns:
         nn.Module: The model in eval mode, on the CPU.
+
+    Raises:
+        CheckpointError: See :func:`load_reid_checkpoint`.
+        ConfigError: On a misspelled config key.
     """
+    checkpoint = None
+    if weights is not None:
+        check_checkpoint_file(weights)
+        checkpoint = read_checkpoint(weights, mmap=True)
+    cfg = copy.deepcopy(cfg)
+    for name in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):
+        if name in cfg:
+            cfg[name] = None  # inference only: nothing of training is needed
+    prepare_config(cfg, checkpoint)
     model_cfg = copy.deepcopy(cfg.model)
     if cfg.get('data_preprocessor') is not None and model_cfg.get('data_preprocessor') is None:
         model_cfg['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
     backbone = model_cfg.get('backbone', None)
     pretrained = backbone.get('pretrained') if isinstance(backbone, Mapping) else None
-    clip_missing = (
-        weights is not None and isinstance(pretrained, str) and not osp.isfile(pretrained)
-    )
-    if clip_missing:
+    if weights is not None and isinstance(pretrained, str) and not osp.isfile(pretrained):
+        state = checkpoint.get('state_dict', checkpoint) if checkpoint is not None else {}
+        visual = ('backbone.visual.', 'module.backbone.visual.')
+        if not any(str(k).startswith(visual) for k in state):
+            raise CheckpointError(
+                f'{weights} is a trainable-only checkpoint (no frozen CLIP weights) but the CLIP '
+                f'file {pretrained} (model.backbone.pretrained) does not exist: set '
+                'model.backbone.pretrained to the CLIP file used in training (e.g. --cfg-options '
+                'model.backbone.pretrained=checkpoints/ViT-B-16.pt).'
+            )
         print_log(
             f'The CLIP file {pretrained} (model.backbone.pretrained) does not exist: building '
             f'with random CLIP weights; every weight must come from {weights}.',
@@ -166,18 +166,7 @@ def build_reid_model(
             level=logging.WARNING,
         )
     else:
-        info = load_reid_checkpoint(model, weights, strict=strict)
-        if info['trainable_only'] and (clip_missing or pretrained is None):
-            reason = (
-                f'the CLIP file {pretrained} does not exist'
-                if clip_missing
-                else 'model.backbone.pretrained is None'
-            )
-            raise FileNotFoundError(
-                f'{weights} is a trainable-only checkpoint (no frozen CLIP weights) but {reason}: '
-                'set model.backbone.pretrained to the CLIP file used in training (e.g. '
-                '--cfg-options model.backbone.pretrained=checkpoints/ViT-B-16.pt).'
-            )
+        load_reid_checkpoint(model, weights, model_cfg=cfg.model)
     return model.eval()
 
 
@@ -241,8 +230,6 @@ class ReIDInferencer:
         cfg_options (dict, optional): Overrides merged into the config (as
             ``--cfg-options``). Defaults to None.
         normalize (bool): L2-normalise the features. Defaults to True.
-        strict (bool): Strict key matching when loading ``weights``.
-            Defaults to True.
 
     Examples:
         >>> inferencer = ReIDInferencer('configs/dmpt/dmpt_vitb_rgbnt201.py', 'epoch_60.pth')
@@ -257,14 +244,14 @@ class ReIDInferencer:
         device: Optional[Union[str, torch.device]] = None,
         cfg_options: Optional[dict] = None,
         normalize: bool = True,
-        strict: bool = True,
     ) -> None:
         cfg = _to_config(model)
         if cfg_options:
+            check_cfg_options(cfg, cfg_options)
             cfg.merge_from_dict(cfg_options)
         self.cfg = cfg
         self.normalize = bool(normalize)
-        self.model = build_reid_model(cfg, weights, strict=strict)
+        self.model = build_reid_model(cfg, weights)
         if device is None:
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
         self.device = torch.device(device)

@@ -264,18 +264,28 @@ class ReIDTestLoop(TestLoop):
         return metrics
 
     def run(self) -> dict:
-        """Evaluate once per setting and return the metrics of the first."""
+        """Evaluate once per setting and return the metrics of the first.
+
+        The dataloader of each setting with missing modalities is built for
+        that setting only; the loop's own dataloader is restored afterwards,
+        so a second ``runner.test()`` starts from the full set again.
+        """
         table: OrderedDict[str, dict] = OrderedDict()
-        for i, missing in enumerate(self.settings):
-            present = '+'.join(m for m in self.modalities if m not in missing)
-            if missing:
-                cfg = set_missing_in_pipeline(self._dataloader_cfg, missing)
-                self.dataloader = self.runner.build_dataloader(cfg, seed=self.runner.seed)
-                print_log(
-                    f'Testing with modalities: {present} (missing: {",".join(missing)})',
-                    logger='current',
-                )
-            table[present] = self._evaluate(bool(self.show_dir) and i == 0, missing)
+        original = self.dataloader
+        try:
+            for i, missing in enumerate(self.settings):
+                present = '+'.join(m for m in self.modalities if m not in missing)
+                self.dataloader = original
+                if missing:
+                    cfg = set_missing_in_pipeline(self._dataloader_cfg, missing)
+                    self.dataloader = self.runner.build_dataloader(cfg, seed=self.runner.seed)
+                    print_log(
+                        f'Testing with modalities: {present} (missing: {",".join(missing)})',
+                        logger='current',
+                    )
+                table[present] = self._evaluate(bool(self.show_dir) and i == 0, missing)
+        finally:
+            self.dataloader = original
         if len(table) > 1:
             print_log(format_table(table), logger='current')
         if self.out_file and is_main_process():

@@ -5,12 +5,12 @@ refuses files whose unpickling would run code, saving is atomic, and
 auto-resume falls back to the newest complete checkpoint.
 """
 
+import copy
 import functools
 import glob
 import logging
 import os
 import os.path as osp
-import pickle
 import re
 import zipfile
 from collections.abc import Mapping
@@ -22,9 +22,13 @@ from mmengine.dist import master_only
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
-from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
+from mmengine.runner.checkpoint import _load_checkpoint
 
 from mmdmpt.registry import RUNNERS
+from mmdmpt.utils.checkpoint import load_model_weights, read_checkpoint
+from mmdmpt.utils.cli import quiet_third_party
+
+from .prepare import prepare_config
 
 _CKPT_NAME = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 
@@ -99,15 +103,6 @@ def _write_pointer(work_dir: str, target: str) -> None:
     os.replace(tmp, pointer)
 
 
-def _is_unsafe_pickle_error(exc: BaseException) -> bool:
-    if isinstance(exc, pickle.UnpicklingError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and (
-        'weights_only' in text or 'Weights only load failed' in text
-    )
-
-
 def check_local_gpus(environ: Optional[Mapping] = None, device_count: Optional[int] = None) -> None:
     """Fail clearly when a node starts more GPU processes than it has GPUs.
 
@@ -147,7 +142,46 @@ class ReIDRunner(Runner):
     and DDP gets no device ids, so ``tools/dist_train.sh`` and
     ``tools/dist_test.sh`` also run on a CPU (which is how the tests exercise
     them). With a GPU nothing changes.
+
+    ``from_cfg`` first derives the values a config states once (datasets'
+    ``type`` / ``data_root`` from ``dataset_type`` / ``data_root``,
+    ``num_classes='auto'``) and checks its keys (:mod:`mmdmpt.engine.prepare`),
+    so a mistake fails before any folder is written. Checkpoints are read by
+    :func:`mmdmpt.utils.checkpoint.read_checkpoint` and must fit the model
+    (:func:`~mmdmpt.utils.checkpoint.load_model_weights`); when testing, a
+    different ID classifier is tolerated.
     """
+
+    @classmethod
+    def from_cfg(cls, cfg) -> 'ReIDRunner':
+        """Prepare the config (see the class docstring), then build the Runner."""
+        cfg = copy.deepcopy(cfg)
+        checkpoint = None
+        load_from = cfg.get('load_from')
+        head = ((cfg.get('model') or {}).get('head') or {}) if isinstance(cfg, Mapping) else {}
+        if (
+            head.get('num_classes') == 'auto'
+            and not cfg.get('train_dataloader')
+            and isinstance(load_from, str)
+            and osp.isfile(load_from)
+        ):
+            checkpoint = read_checkpoint(load_from, mmap=True)
+        prepare_config(cfg, checkpoint)
+        return super().from_cfg(cfg)
+
+    def build_logger(self, *args: Any, **kwargs: Any):
+        """MMEngine's logger, without third-party deprecation noise."""
+        logger = super().build_logger(*args, **kwargs)
+        quiet_third_party(logger)
+        return logger
+
+    def test(self) -> dict:
+        """Test; the checkpoint loaded for it may have another ID classifier."""
+        self._loading_for_test = True
+        try:
+            return super().test()
+        finally:
+            self._loading_for_test = False
 
     def setup_env(self, env_cfg: Dict) -> None:
         """Start a gloo process group first when distributed without a GPU."""
@@ -225,18 +259,23 @@ class ReIDRunner(Runner):
         strict: bool = False,
         revise_keys: list = [(r'^module.', '')],  # noqa: B006 (MMEngine's signature)
     ) -> dict:
-        """Load a checkpoint without ever executing pickled code.
+        """Load a checkpoint safely and strictly.
 
-        Local files are read with ``torch.load(weights_only=True)`` (passed
-        explicitly, so no environment variable turns it off); other URIs go
-        through MMEngine's loaders. ``resume``, ``load_from`` and
-        ``tools/test.py`` all come here.
+        Local files are read with :func:`mmdmpt.utils.checkpoint.read_checkpoint`
+        (``torch.load(weights_only=True)``: pickled code never runs; a file
+        that is not a checkpoint is refused by name); other URIs go through
+        MMEngine's loaders. The tensors must fit the model whatever
+        ``strict`` says (:func:`~mmdmpt.utils.checkpoint.load_model_weights`):
+        missing frozen tensors come from the pretrained file the model was
+        built with, and only during :meth:`test` may the ID classifier differ.
+        ``resume``, ``load_from`` and ``tools/test.py`` all come here.
 
         Args:
             filename (str): The checkpoint file or URI.
             map_location (str | Callable): Where to map the tensors.
                 Defaults to ``'cpu'``.
-            strict (bool): Strict key matching. Defaults to False.
+            strict (bool): Kept for MMEngine's signature; loading is always
+                strict about what the model trains. Defaults to False.
             revise_keys (list): ``(pattern, replacement)`` pairs applied to the
                 state-dict keys. Defaults to stripping ``module.``.
 
@@ -244,32 +283,22 @@ class ReIDRunner(Runner):
             dict: The loaded checkpoint.
 
         Raises:
-            RuntimeError: If the file holds objects whose unpickling would run
-                code (the safe loader refused it); the message names the file.
+            CheckpointError: If the file is not a safe, fitting checkpoint.
         """
-        try:
-            if osp.isfile(filename):
-                checkpoint = torch.load(filename, map_location=map_location, weights_only=True)
-            else:
-                checkpoint = _load_checkpoint(filename, map_location=map_location)
-        except (pickle.UnpicklingError, RuntimeError) as exc:
-            if not _is_unsafe_pickle_error(exc):
-                raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RuntimeError(
-                f'Refused to load checkpoint {filename}: loading it would execute pickled '
-                f'code (torch.load(weights_only=True) rejected it: {first}). mmdmpt '
-                'checkpoints hold only tensors and primitive values (SafeCheckpointHook); '
-                'only load files you trust, re-saved as plain state dicts.'
-            ) from exc
-        if not isinstance(checkpoint, Mapping):
-            raise RuntimeError(
-                f'{filename} holds a {type(checkpoint).__name__}, not a checkpoint dict'
-            )
-        checkpoint = dict(checkpoint)
+        if osp.isfile(filename) or '://' not in str(filename):
+            checkpoint = read_checkpoint(filename, map_location=map_location)
+        else:
+            checkpoint = dict(_load_checkpoint(filename, map_location=map_location))
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(self.model) else self.model
-        checkpoint = _load_checkpoint_to_model(model, checkpoint, strict, revise_keys=revise_keys)
+        load_model_weights(
+            model,
+            checkpoint,
+            filename,
+            model_cfg=self.cfg.get('model') if self.cfg is not None else None,
+            for_test=getattr(self, '_loading_for_test', False),
+            revise_keys=[(p, r) for p, r in revise_keys if p not in (r'^module.', r'^module\.')],
+        )
         self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint

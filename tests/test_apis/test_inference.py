@@ -14,6 +14,7 @@ from mmdmpt.apis import (
     save_features,
     split_query_gallery,
 )
+from mmdmpt.utils.errors import CheckpointError
 
 D = 64  # backbone width of the tiny CLIP
 
@@ -162,14 +163,14 @@ def test_full_and_trainable_only_checkpoints(common, tree, tmp_path, features):
     got = ReIDInferencer(cfg, full, device='cpu', cfg_options=missing_clip)
     torch.testing.assert_close(got([_sample(p) for p in paths]), expected, rtol=0, atol=1e-6)
     # A trainable-only one needs it, and says so.
-    with pytest.raises(FileNotFoundError, match='trainable-only.*gone.pt'):
+    with pytest.raises(CheckpointError, match='trainable-only.*gone.pt'):
         ReIDInferencer(cfg, part, device='cpu', cfg_options=missing_clip)
 
 
 def test_unsafe_checkpoint_is_refused(cfg, tmp_path):
     path = tmp_path / 'unsafe.pth'
     torch.save({'state_dict': {}, 'hook': _Unsafe()}, path)
-    with pytest.raises(RuntimeError, match='Refused to load'):
+    with pytest.raises(CheckpointError, match='Refused to load'):
         ReIDInferencer(cfg, str(path), device='cpu')
 
 

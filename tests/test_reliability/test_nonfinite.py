@@ -13,6 +13,7 @@ from mmengine.optim import AmpOptimWrapper
 
 from mmdmpt.engine import NonFiniteCheckOptimWrapper
 from mmdmpt.engine.optim_wrappers import AmpNonFiniteCheckOptimWrapper, NonFiniteCheckMixin
+from mmdmpt.utils.errors import ConfigError
 
 nan = float('nan')
 
@@ -170,10 +171,10 @@ def test_amp_flag_keeps_the_check(tree, tmp_path, monkeypatch):
     cfg = tiny.build_cfg(tree, tmp_path, ['optim_wrapper.type=mmdmpt.NonFiniteCheckOptimWrapper'])
     tiny.train_tool().use_amp(cfg)
     assert cfg.optim_wrapper.type == 'mmdmpt.AmpNonFiniteCheckOptimWrapper'
-    with pytest.raises(SystemExit, match=r"--amp: optim_wrapper.type='MyWrapper' has no known"):
+    with pytest.raises(ConfigError, match=r"--amp: optim_wrapper.type='MyWrapper' has no known"):
         tiny.build_cfg(tree, tmp_path, ['optim_wrapper.type=MyWrapper'], ['--amp'])
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    with pytest.raises(SystemExit, match='--amp: mixed precision needs a CUDA GPU'):
+    with pytest.raises(ConfigError, match='--amp: mixed precision needs a CUDA GPU'):
         tiny.build_cfg(tree, tmp_path, flags=['--amp'])
 
 

@@ -1,15 +1,16 @@
 """Checkpoints that load without executing pickled code."""
 
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
 from mmengine.hooks import Hook
-from mmengine.logging import HistoryBuffer, print_log
+from mmengine.logging import HistoryBuffer
 from mmengine.model import is_model_wrapper
 
 from mmdmpt.registry import HOOKS
+from mmdmpt.utils.errors import ConfigError
 
 _BUFFER_TAG = '__history_buffer__'
 _SAFE_SCALARS = (str, int, float, bool, type(None), torch.Tensor, torch.Size)
@@ -88,23 +89,56 @@ class SafeCheckpointHook(Hook):
     before saving and restores them after loading, so resuming, ``load_from``
     and ``tools/test.py`` all work without turning the safety check off.
 
+    It also records the model's ``num_classes`` and ``modalities`` in the
+    checkpoint's ``meta`` (read by ``num_classes='auto'`` when testing).
+
     Args:
-        trainable_only (bool): Store only the trainable tensors of the model
-            (plus the buffers of the modules that own them, e.g. BNNeck
+        trainable_only (bool | str): Store only the trainable tensors of the
+            model (plus the buffers of the modules that own them, e.g. BNNeck
             statistics), so that a checkpoint is a few MB on top of the shared
-            pretrained weights. The model must provide ``trainable_state_dict()``.
-            Defaults to False.
+            pretrained weights; the model must provide
+            ``trainable_state_dict()``. ``'auto'``: trainable-only when part
+            of the model is frozen and read from a weight file
+            (``backbone.pretrained``: DMPT), everything otherwise (full
+            fine-tuning, or a frozen tower with random weights that no file
+            holds). Resuming is exact either way: the frozen tensors come
+            from the pretrained file. Defaults to ``'auto'``.
     """
 
     priority = 'VERY_LOW'
 
-    def __init__(self, trainable_only: bool = False) -> None:
+    def __init__(self, trainable_only: Union[bool, str] = 'auto') -> None:
+        if trainable_only not in (True, False, 'auto'):
+            raise ConfigError(
+                f'SafeCheckpointHook: trainable_only={trainable_only!r}; expected True, False '
+                "or 'auto'."
+            )
         self.trainable_only = trainable_only
 
+    @staticmethod
+    def _frozen_part_has_a_file(model) -> bool:
+        """Whether part of the model is frozen and comes from a weight file."""
+        backbone = getattr(model, 'backbone', None)
+        return (
+            hasattr(model, 'trainable_state_dict')
+            and getattr(backbone, 'pretrained', None) is not None
+            and any(not p.requires_grad for p in model.parameters())
+        )
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Make ``checkpoint`` safe to load (and optionally trainable-only)."""
-        if self.trainable_only:
-            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        """Make ``checkpoint`` safe to load (and trainable-only when chosen)."""
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        meta = checkpoint.setdefault('meta', {})
+        head = getattr(model, 'head', None)
+        if isinstance(getattr(head, 'num_classes', None), int):
+            meta['num_classes'] = int(head.num_classes)
+        modalities = getattr(getattr(model, 'backbone', None), 'modalities', None)
+        if modalities is not None:
+            meta['modalities'] = [str(m) for m in modalities]
+        trainable_only = self.trainable_only
+        if trainable_only == 'auto':
+            trainable_only = self._frozen_part_has_a_file(model)
+        if trainable_only:
             if not hasattr(model, 'trainable_state_dict'):
                 raise TypeError(
                     f'SafeCheckpointHook(trainable_only=True) needs a model with '
@@ -121,9 +155,3 @@ class SafeCheckpointHook(Hook):
         """Restore the objects that :meth:`before_save_checkpoint` converted."""
         if 'message_hub' in checkpoint:
             checkpoint['message_hub'] = from_safe(checkpoint['message_hub'])
-        if checkpoint.get('meta', {}).get('trainable_only'):
-            print_log(
-                'Loaded a trainable-only checkpoint: frozen weights come from the '
-                'pretrained file the model was built with.',
-                logger='current',
-            )
