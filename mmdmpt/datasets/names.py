@@ -11,8 +11,10 @@ import os.path as osp
 import re
 from typing import Dict, Optional
 
+from mmdmpt.utils.errors import DataError
 
-def bad_name_error(dataset: str, pattern: str, path: str, reason: str = '') -> ValueError:
+
+def bad_name_error(dataset: str, pattern: str, path: str, reason: str = '') -> DataError:
     """The error of an image name that does not parse.
 
     Args:
@@ -23,11 +25,12 @@ def bad_name_error(dataset: str, pattern: str, path: str, reason: str = '') -> V
             Defaults to ``''``.
 
     Returns:
-        ValueError: ``'<dataset>: cannot parse image name <name> at <path>
-        (<reason>); expected the pattern <pattern>'``.
+        DataError: ``'<dataset>: cannot parse image name <name> at <path>
+        (<reason>); expected the pattern <pattern>'`` (a user error, and a
+        ``ValueError``).
     """
     extra = f' ({reason})' if reason else ''
-    return ValueError(
+    return DataError(
         f'{dataset}: cannot parse image name {osp.basename(path)!r} at {path}{extra}; '
         f'expected the pattern {pattern!r}'
     )
@@ -53,7 +56,7 @@ def parse_id_camera(
         dict: ``gt_label`` (the raw id) and ``camid`` (0-based).
 
     Raises:
-        ValueError: :func:`bad_name_error` when the name does not match or
+        DataError: :func:`bad_name_error` when the name does not match or
             its camera is 0.
     """
     path = name if path is None else path

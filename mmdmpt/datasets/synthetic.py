@@ -3,8 +3,10 @@
 :func:`make_synthetic` writes a small benchmark in exactly the folder layout,
 file-name pattern and pairing rule of RGBNT201, RGBNT100 (768-wide strips),
 MSVR310 (per-id folders, scene ids, ``query3`` samples also in the gallery)
-or WMVeID863 (per-id folders, ``v<cam>``/``n<night>`` names), so that the
-loaders, the evaluation rules and whole trainings run without the real data.
+or WMVeID863 (any of its three public layouts: per-id folders with
+``v<cam>``/``n<night>`` names, the flat ``<id>_cam<c>`` layout, or per-id
+folders with ``gallery/`` for ``test/``), so that the loaders, the
+evaluation rules and whole trainings run without the real data.
 
 Identities
     An identity is a silhouette (person: build, height, leg length, hat;
@@ -63,7 +65,13 @@ import cv2
 import numpy as np
 from mmengine.logging import print_log
 
+from mmdmpt.utils.errors import ConfigError
+
+from .wmveid863 import WMVEID863_LAYOUTS as _WMVEID863_LAYOUT_SPECS
+
 LAYOUTS = ('rgbnt201', 'rgbnt100', 'msvr310', 'wmveid863')
+#: Variants of the ``'wmveid863'`` layout (``wmveid863_layout=``), the first the default.
+WMVEID863_LAYOUTS = tuple(_WMVEID863_LAYOUT_SPECS)
 FAMILY_TYPES = ('rgb', 'nir', 'tir')
 
 #: Default image size (height, width) of a person image / vehicle tile.
@@ -120,7 +128,8 @@ _TOP_FOLDERS = {
     'rgbnt201': ('train_171', 'test'),
     'rgbnt100': ('rgbir',),
     'msvr310': ('bounding_box_train', 'query3', 'bounding_box_test'),
-    'wmveid863': ('train', 'query', 'test'),
+    # both gallery folder names: a tree must never hold both (the loader refuses it)
+    'wmveid863': ('train', 'query', 'test', 'gallery'),
 }
 _LAYOUT_CODE = {name: i + 1 for i, name in enumerate(LAYOUTS)}
 
@@ -514,6 +523,7 @@ def make_synthetic(
     family_size: int = 3,
     quality: int = 95,
     overwrite: bool = False,
+    wmveid863_layout: str = 'id_folders',
 ) -> dict:
     """Write a synthetic multi-spectral identity set in an official layout.
 
@@ -536,7 +546,12 @@ def make_synthetic(
     - ``'wmveid863'``: ``{train,query,test}/<vid:04d>/{vis,ni,th}``, names
       ``{vid:04d}_v{cam}_n{night}_{idx:03d}.jpg``; each id seen by 3 of
       cameras 0-5, each (id, camera) capture by night with probability 0.3;
-      one query per (test id, camera), the rest in ``test``.
+      one query per (test id, camera), the rest in ``test``. With
+      ``wmveid863_layout='flat'`` the same samples go to
+      ``{train,query,test}/{vis,ni,th}/{vid:04d}_cam{cam + 1}_n{night}_{idx:03d}.jpg``
+      (no id folders; camera written from 1); with ``'id_folders_gallery'``
+      the gallery folder is ``gallery/`` instead of ``test/``. The image
+      bytes are the same in the three variants.
 
     Args:
         out_dir (str): The dataset root to write (e.g. ``data/RGBNT201``).
@@ -561,15 +576,37 @@ def make_synthetic(
         family_size (int): Identities per family. Defaults to 3.
         quality (int): JPEG quality. Defaults to 95.
         overwrite (bool): Replace the layout's top folders if they exist
-            (else a FileExistsError). Defaults to False.
+            (else a FileExistsError); for WMVeID863 these are ``train``,
+            ``query``, ``test`` and ``gallery`` whatever the variant.
+            Defaults to False.
+        wmveid863_layout (str): The WMVeID863 variant, one of
+            :data:`WMVEID863_LAYOUTS`: ``'id_folders'``, ``'flat'`` or
+            ``'id_folders_gallery'``; only for ``layout='wmveid863'``.
+            Defaults to ``'id_folders'`` (the tree written before the
+            option existed, byte for byte).
 
     Returns:
         dict: A summary (also written to ``out_dir/synthetic_meta.json``):
         layout, parameters, ``train_ids`` and ``test_ids`` (raw), ``families``
-        (raw id -> [family, type]) and image counts per split folder.
+        (raw id -> [family, type]) and image counts per split folder;
+        ``wmveid863_layout`` too when it is not the default (so that the
+        default tree keeps its bytes).
+
+    Raises:
+        ConfigError: If ``wmveid863_layout`` is unknown, or not the default
+            for another layout than ``'wmveid863'``.
     """
     if layout not in LAYOUTS:
         raise ValueError(f'unknown layout {layout!r}; expected one of {LAYOUTS}')
+    if wmveid863_layout not in WMVEID863_LAYOUTS:
+        raise ConfigError(
+            f'unknown wmveid863_layout {wmveid863_layout!r}; expected one of {WMVEID863_LAYOUTS}'
+        )
+    if layout != 'wmveid863' and wmveid863_layout != WMVEID863_LAYOUTS[0]:
+        raise ConfigError(
+            f"wmveid863_layout={wmveid863_layout!r} only applies to layout='wmveid863', "
+            f'not to layout={layout!r}'
+        )
     spec = _SPECS[layout]
     kind = spec['kind']
     num_ids = spec['num_ids'] if num_ids is None else int(num_ids)
@@ -692,8 +729,9 @@ def make_synthetic(
                                 [osp.join(out_dir, d, f'{vid:04d}', f, name) for f in folders],
                                 data,
                             )
-    else:  # wmveid863
+    else:  # wmveid863, in one of its public variants (same samples, same bytes)
         folders = ('vis', 'ni', 'th')
+        structure, gallery_dir = _WMVEID863_LAYOUT_SPECS[wmveid863_layout]
         for ident in train + test:
             is_train = ident['pid'] in train_pids
             vid = ident['pid']
@@ -704,15 +742,15 @@ def make_synthetic(
                 night = int(cam_rng.random() < 0.3)
                 cam_cfg = _camera(seed, layout, int(c), kind)
                 for k in range(spc):
-                    name = f'{vid:04d}_v{int(c)}_n{night}_{idx:03d}.jpg'
+                    if structure == 'flat':  # id and 1-based camera in the name
+                        name = f'{vid:04d}_cam{int(c) + 1}_n{night}_{idx:03d}.jpg'
+                    else:
+                        name = f'{vid:04d}_v{int(c)}_n{night}_{idx:03d}.jpg'
                     idx += 1
                     data = sep(*sample(ident, int(c), cam_cfg, k, night=bool(night)))
-                    split_dir = 'train' if is_train else ('query' if k == 0 else 'test')
-                    emit(
-                        split_dir,
-                        [osp.join(out_dir, split_dir, f'{vid:04d}', f, name) for f in folders],
-                        data,
-                    )
+                    split_dir = 'train' if is_train else ('query' if k == 0 else gallery_dir)
+                    sub = (split_dir,) if structure == 'flat' else (split_dir, f'{vid:04d}')
+                    emit(split_dir, [osp.join(out_dir, *sub, f, name) for f in folders], data)
 
     summary = dict(
         layout=layout,
@@ -727,6 +765,8 @@ def make_synthetic(
         families={str(i['pid']): [i['family'], i['family_type']] for i in identities},
         num_samples=dict(sorted(counts.items())),
     )
+    if wmveid863_layout != WMVEID863_LAYOUTS[0]:
+        summary['wmveid863_layout'] = wmveid863_layout
     with open(osp.join(out_dir, 'synthetic_meta.json'), 'w') as f:
         json.dump(summary, f, indent=1, sort_keys=True)
     print_log(

@@ -1,13 +1,16 @@
 import hashlib
 import importlib.util
+import json
 import os
 import os.path as osp
+import re
 
 import numpy as np
 import pytest
 
 from mmdmpt.datasets import synthetic
 from mmdmpt.datasets.synthetic import make_synthetic
+from mmdmpt.utils.errors import ConfigError
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -40,6 +43,11 @@ def test_deterministic_bytes(tmp_path):
     assert a != c
 
 
+def _meta(root):
+    with open(osp.join(root, 'synthetic_meta.json')) as f:
+        return json.load(f)
+
+
 def test_cli_and_id_offset(tmp_path, capsys):
     cli = _cli()
     common = [
@@ -53,9 +61,10 @@ def test_cli_and_id_offset(tmp_path, capsys):
         '1',
     ]
     common += ['--height', '64', '--width', '32']
-    s1 = cli.main(common + ['--out', str(tmp_path / 'a')])
+    assert cli.main(common + ['--out', str(tmp_path / 'a')]) == 0
     assert 'rgbnt201: 3 train ids, 3 test ids' in capsys.readouterr().out
-    s2 = cli.main(common + ['--out', str(tmp_path / 'b'), '--id-offset', '1001'])
+    cli.main(common + ['--out', str(tmp_path / 'b'), '--id-offset', '1001'])
+    s1, s2 = _meta(tmp_path / 'a'), _meta(tmp_path / 'b')
     assert set(s1['train_ids']) | set(s1['test_ids']) == set(range(1, 7))
     assert set(s2['train_ids']) | set(s2['test_ids']) == set(range(1001, 1007))
     assert not set(s1['train_ids']) & set(s1['test_ids'])
@@ -65,12 +74,72 @@ def test_cli_and_id_offset(tmp_path, capsys):
     ids1 = synthetic._make_identities(6, 3, 'person', 0, 1)
     ids2 = synthetic._make_identities(6, 3, 'person', 0, 1001)
     assert [i['colours'] for i in ids1] != [i['colours'] for i in ids2]
-    with pytest.raises(FileExistsError, match='pass overwrite=True'):
+    with pytest.raises(ConfigError, match='already exists and is not empty.*--overwrite'):
         cli.main(common + ['--out', str(tmp_path / 'a')])
+    before = _digest(tmp_path / 'a')
     cli.main(common + ['--out', str(tmp_path / 'a'), '--overwrite'])
+    assert _digest(tmp_path / 'a') == before
     assert (
         cli.parse_args(['--layout', 'msvr310', '--out', 'x', '--train-ids', '12']).train_ids == 12
     )
+
+
+def test_wmveid863_variants(tmp_path):
+    args = dict(layout='wmveid863', num_ids=6, train_ids=3, samples_per_camera=2, height=32)
+    args.update(width=64, seed=4)
+    trees = {}
+    for variant in synthetic.WMVEID863_LAYOUTS:
+        root = tmp_path / variant
+        summary = make_synthetic(str(root), wmveid863_layout=variant, **args)
+        trees[variant] = _digest(root)
+        assert summary.get('wmveid863_layout', 'id_folders') == variant
+    default = _digest_of_call(tmp_path / 'default', **args)
+    # the default is the id-folder tree, byte for byte (metadata included)
+    assert default == trees['id_folders']
+    assert 'wmveid863_layout' not in _meta(tmp_path / 'default')
+    base = {k: v for k, v in trees['id_folders'].items() if k.endswith('.jpg')}
+    assert len(base) == 6 * 3 * 2 * 3  # ids x cameras x samples x modalities
+    assert all(k.split(os.sep)[1].isdigit() for k in base)
+    name_re = re.compile(r'(\d{4})_v(\d)_n(\d)_(\d{3})\.jpg')
+    for variant in ('flat', 'id_folders_gallery'):
+        files = {k: v for k, v in trees[variant].items() if k.endswith('.jpg')}
+        expected = {}
+        for key, md5 in base.items():
+            split, vid, modality, name = key.split(os.sep)
+            if variant == 'flat':
+                pid, cam, night, idx = name_re.fullmatch(name).groups()
+                assert pid == vid
+                name = f'{pid}_cam{int(cam) + 1}_n{night}_{idx}.jpg'
+                key = os.sep.join([split, modality, name])
+            elif split == 'test':
+                key = os.sep.join(['gallery', vid, modality, name])
+            expected[key] = md5
+        assert files == expected, variant
+    tops = {variant: {k.split(os.sep)[0] for k in tree} for variant, tree in trees.items()}
+    assert tops['flat'] == {'train', 'query', 'test', 'synthetic_meta.json'}
+    assert tops['id_folders_gallery'] == {'train', 'query', 'gallery', 'synthetic_meta.json'}
+
+
+def _digest_of_call(root, **args):
+    make_synthetic(str(root), **args)
+    return _digest(root)
+
+
+def test_wmveid863_variant_errors_and_overwrite(tmp_path):
+    args = dict(layout='wmveid863', num_ids=6, train_ids=3, samples_per_camera=2, height=32)
+    args['width'] = 64
+    with pytest.raises(ConfigError, match="unknown wmveid863_layout 'gallery'"):
+        make_synthetic(str(tmp_path / 'x'), wmveid863_layout='gallery', **args)
+    with pytest.raises(ConfigError, match="only applies to layout='wmveid863'"):
+        make_synthetic(str(tmp_path / 'x'), layout='msvr310', wmveid863_layout='flat')
+    root = tmp_path / 'w'
+    make_synthetic(str(root), **args)
+    # test/ of the first tree would make the gallery ambiguous: it counts as occupied ...
+    with pytest.raises(FileExistsError, match='test'):
+        make_synthetic(str(root), wmveid863_layout='id_folders_gallery', **args)
+    # ... and is removed on overwrite
+    make_synthetic(str(root), wmveid863_layout='id_folders_gallery', overwrite=True, **args)
+    assert sorted(os.listdir(root)) == ['gallery', 'query', 'synthetic_meta.json', 'train']
 
 
 def test_families_differ_in_one_modality_only():
