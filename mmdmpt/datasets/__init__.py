@@ -11,6 +11,7 @@ from .transforms import (
     ReIDRandomCrop,
     ReIDRandomErasing,
 )
+from .verify import BadFile, SplitReport, VerifyReport, default_num_workers, verify_dataset
 from .wmveid863 import WMVeID863
 
 __all__ = [
@@ -20,6 +21,11 @@ __all__ = [
     'RGBNT100',
     'MSVR310',
     'WMVeID863',
+    'verify_dataset',
+    'VerifyReport',
+    'SplitReport',
+    'BadFile',
+    'default_num_workers',
     'IdentitySampler',
     'LoadMultiModalImages',
     'PackMultiModalReIDInputs',
