@@ -38,7 +38,7 @@ setup(
     keywords='re-identification, multi-modal, prompt tuning, CLIP',
     packages=find_packages(exclude=('configs', 'tools', 'tests', 'benchmarks')),
     include_package_data=True,
-    python_requires='>=3.9',
+    python_requires='>=3.10',  # torch 2.14; the pinned set (make) needs 3.11
     license='Apache License 2.0',
     install_requires=parse_requirements('requirements/runtime.txt'),
     extras_require={'tests': parse_requirements('requirements/tests.txt')},

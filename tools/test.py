@@ -76,13 +76,6 @@ def merge_args(cfg, args: argparse.Namespace):
     """Merge the command-line arguments into the config; keep only what testing needs."""
     from mmdmpt.engine.launch import merge_cfg_options
 
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    else:
-        base = cfg.get('work_dir') or osp.join(
-            './work_dirs', osp.splitext(osp.basename(args.config))[0]
-        )
-        cfg.work_dir = osp.join(base, f'test_{time.strftime("%Y%m%d_%H%M%S")}')
     cfg.load_from = args.checkpoint
 
     if args.missing is not None or args.show_dir is not None:
@@ -107,6 +100,13 @@ def merge_args(cfg, args: argparse.Namespace):
     for name in TRAIN_ONLY:
         if name in cfg:
             cfg[name] = None
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    else:
+        base = cfg.get('work_dir') or osp.join(
+            './work_dirs', osp.splitext(osp.basename(args.config))[0]
+        )
+        cfg.work_dir = osp.join(base, f'test_{time.strftime("%Y%m%d_%H%M%S")}')
     return cfg
 
 

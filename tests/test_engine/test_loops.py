@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from mmdmpt.engine.loops import format_table, parse_missing, set_missing_in_pipeline
@@ -49,3 +51,45 @@ def test_format_table_rows_and_columns():
     assert 'mAP' in lines[1] and 'Rank-1' in lines[1]
     assert lines[3].startswith('rgb+nir+tir') and '80.00' in lines[3]
     assert lines[4].startswith('rgb') and '60.50' in lines[4]
+
+
+def _common():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = 'mmdmpt_tests_apis_common'
+    if name not in sys.modules:
+        path = Path(__file__).parents[1] / 'test_apis' / 'common.py'
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def test_two_consecutive_missing_all_runs_start_from_the_full_set(tmp_path):
+    """After ``--missing all`` the loop's own dataloader is back: a second run is the same."""
+    import torch
+    from mmengine.runner import Runner
+
+    torch.set_num_threads(1)
+    common = _common()
+    tree = common.make_tree(str(tmp_path / 'RGBNT201'))
+    cfg = common.tiny_config(
+        tree,
+        work_dir=str(tmp_path / 'work'),
+        log_level='WARNING',
+        test_cfg=dict(type='ReIDTestLoop', missing='all', out_file=str(tmp_path / 'm.json')),
+    )
+    runner = Runner.from_cfg(cfg)
+    first = runner.test()
+    loop = runner.test_loop
+    assert loop.dataloader.dataset.pipeline.transforms[0].missing_modalities == ()
+    first_table = json.loads((tmp_path / 'm.json').read_text())
+    second = runner.test()
+    second_table = json.loads((tmp_path / 'm.json').read_text())
+    assert first == second and first_table == second_table
+    assert list(second_table)[0] == 'rgb+nir+tir' and len(second_table) == 7
+    # the table's rows really differ: the settings left modalities out
+    assert len({round(m['reid/mAP'], 6) for m in second_table.values()}) > 1

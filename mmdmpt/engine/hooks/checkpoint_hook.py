@@ -97,9 +97,9 @@ class SafeCheckpointHook(Hook):
             model (plus the buffers of the modules that own them, e.g. BNNeck
             statistics), so that a checkpoint is a few MB on top of the shared
             pretrained weights; the model must provide
-            ``trainable_state_dict()``. ``'auto'``: trainable-only when part
-            of the model is frozen and read from a weight file
-            (``backbone.pretrained``: DMPT), everything otherwise (full
+            ``trainable_state_dict()``. ``'auto'``: trainable-only when the
+            backbone is frozen (``backbone.frozen``) and read from a weight
+            file (``backbone.pretrained``): DMPT; everything otherwise (full
             fine-tuning, or a frozen tower with random weights that no file
             holds). Resuming is exact either way: the frozen tensors come
             from the pretrained file. Defaults to ``'auto'``.
@@ -117,12 +117,12 @@ class SafeCheckpointHook(Hook):
 
     @staticmethod
     def _frozen_part_has_a_file(model) -> bool:
-        """Whether part of the model is frozen and comes from a weight file."""
+        """Whether the backbone is frozen (``frozen=True``) and read from a weight file."""
         backbone = getattr(model, 'backbone', None)
         return (
             hasattr(model, 'trainable_state_dict')
+            and bool(getattr(backbone, 'frozen', False))
             and getattr(backbone, 'pretrained', None) is not None
-            and any(not p.requires_grad for p in model.parameters())
         )
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
