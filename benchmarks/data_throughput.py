@@ -70,12 +70,12 @@ def dataset_config(layout: str) -> str:
 
 def build_train_dataset(layout: str, data_root: str):
     """The training dataset of a layout's base config, rooted at ``data_root``."""
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
+    from mmdmpt.engine.launch import load_config
     from mmdmpt.registry import DATASETS
 
-    cfg = Config.fromfile(dataset_config(layout))
+    cfg = load_config(dataset_config(layout))
     ds_cfg = cfg.train_dataloader.dataset.to_dict()
     ds_cfg['data_root'] = data_root
     init_default_scope('mmdmpt')

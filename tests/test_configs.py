@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
-from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+from mmdmpt.engine.launch import load_config
 from mmdmpt.registry import DATA_SAMPLERS, DATASETS, HOOKS, METRICS, MODELS, TRANSFORMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def test_configs_are_found():
 @pytest.mark.slow
 @pytest.mark.parametrize('path', LEAF_CONFIGS)
 def test_leaf_config_builds(path):
-    cfg = Config.fromfile(ROOT / path)
+    cfg = load_config(str(ROOT / path))
     init_default_scope(cfg.default_scope)
     assert cfg.default_scope == 'mmdmpt'
     for loader_key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -39,6 +39,9 @@ def test_leaf_config_builds(path):
         assert DATA_SAMPLERS.get(loader.sampler.type) is not None
         _check_pipeline(loader.dataset.pipeline)
         assert loader.dataset.data_root.startswith('data/'), 'relative data roots only'
+        # one data root and one dataset type per config, read by every split
+        assert loader.dataset.data_root == cfg.data_root
+        assert loader.dataset.type == cfg.dataset_type
     for evaluator_key in ('val_evaluator', 'test_evaluator'):
         if cfg.get(evaluator_key):
             assert METRICS.get(cfg[evaluator_key].type) is not None

@@ -210,7 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         teardown_distributed,
     )
     from mmdmpt.engine.prepare import prepare_config
-    from mmdmpt.utils.errors import MMDMPTError
+    from mmdmpt.utils.errors import MMDMPTError, TrainingError
 
     cfg = load_config(args.config)
     cfg.launcher = args.launcher
@@ -226,8 +226,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         runner = build_runner(cfg)
         runner.train()
-    except MMDMPTError:
-        remove_failed_start(runner)
+    except MMDMPTError as exc:
+        if not isinstance(exc, TrainingError):  # a diverged run keeps its log
+            remove_failed_start(runner)
         raise
     teardown_distributed()
     return 0

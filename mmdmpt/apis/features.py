@@ -28,16 +28,20 @@ load with ``numpy.load(allow_pickle=False)``).
 """
 
 import os.path as osp
+import pickle
 from typing import Any, Dict, Tuple
+from zipfile import BadZipFile
 
 import numpy as np
 import torch
 
+from mmdmpt.utils.errors import ConfigError, DataError, DataNotFoundError
 from mmdmpt.utils.io import atomic_write_path
 
 __all__ = [
     'FEATURE_KEYS',
     'PER_SAMPLE_KEYS',
+    'check_feature_path',
     'save_features',
     'load_features',
     'split_query_gallery',
@@ -80,8 +84,31 @@ def _check(features: Dict[str, Any]) -> None:
 def _ext(path: str) -> str:
     ext = osp.splitext(str(path))[1].lower()
     if ext not in ('.pt', '.pth', '.npz'):
-        raise ValueError(f'feature file {path}: use a .pt (or .pth) or .npz file name')
+        raise ConfigError(f'feature file {path}: use a .pt (or .pth) or .npz file name')
     return ext
+
+
+def check_feature_path(path: str) -> None:
+    """Refuse an output path :func:`save_features` cannot write, before any work.
+
+    Args:
+        path (str): The feature file to write.
+
+    Raises:
+        ConfigError: If the name does not end in ``.pt``, ``.pth`` or
+            ``.npz``, the path is a folder, or a file stands where its
+            folder should be.
+    """
+    _ext(path)
+    if osp.isdir(path):
+        raise ConfigError(f'feature file {path} is a folder; expected a file name, e.g. feats.pt')
+    folder = osp.dirname(osp.abspath(path))
+    while folder and not osp.exists(folder):
+        folder = osp.dirname(folder)
+    if folder and not osp.isdir(folder):
+        raise ConfigError(
+            f'feature file {path}: {folder} is a file, not a folder; choose another path'
+        )
 
 
 def save_features(features: Dict[str, Any], path: str) -> None:
@@ -135,12 +162,43 @@ def load_features(path: str) -> Dict[str, Any]:
         dict: The features dict, with tensors for the array entries.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        KeyError: If the file lacks a key of the format.
+        DataNotFoundError: If ``path`` does not exist (a
+            ``FileNotFoundError``).
+        ConfigError: If the name does not end in ``.pt``, ``.pth`` or ``.npz``.
+        DataError: If the file cannot be read or is not a feature file (it
+            lacks a key of the format, or its entries disagree in length).
     """
     if not osp.isfile(path):
-        raise FileNotFoundError(f'feature file not found: {path}')
+        raise DataNotFoundError(
+            f'feature file not found: {path}; write one with '
+            'tools/analysis_tools/extract_features.py CONFIG CHECKPOINT --out FILE'
+        )
     ext = _ext(path)
+    try:
+        out = _read_features(path, ext)
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
+        raise DataError(
+            f'cannot read the feature file {path} ({type(exc).__name__}: {first}); expected a '
+            'file written by tools/analysis_tools/extract_features.py'
+        ) from None
+    if not isinstance(out, dict):
+        raise DataError(
+            f'{path} holds a {type(out).__name__}, not a features dict; expected a file '
+            'written by tools/analysis_tools/extract_features.py'
+        )
+    try:
+        _check(out)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise DataError(
+            f'{path} is not a feature file of tools/analysis_tools/extract_features.py: {message}'
+        ) from None
+    return out
+
+
+def _read_features(path: str, ext: str) -> Any:
+    """The raw content of a feature file (not checked)."""
     if ext == '.npz':
         with np.load(path, allow_pickle=False) as npz:
             raw = {k: npz[k] for k in npz.files}
@@ -158,7 +216,6 @@ def load_features(path: str) -> Dict[str, Any]:
                 out[key] = torch.from_numpy(np.ascontiguousarray(value))
     else:
         out = torch.load(path, map_location='cpu', weights_only=True)
-    _check(out)
     return out
 
 

@@ -22,10 +22,11 @@ from mmengine.utils import ProgressBar
 from torch.utils.data import DataLoader, Dataset
 
 from mmdmpt.engine.config_check import check_cfg_options
-from mmdmpt.engine.prepare import prepare_config
+from mmdmpt.engine.launch import load_config
+from mmdmpt.engine.prepare import fill_data_settings, prepare_config
 from mmdmpt.registry import MODELS
 from mmdmpt.utils.checkpoint import check_checkpoint_file, load_model_weights, read_checkpoint
-from mmdmpt.utils.errors import CheckpointError
+from mmdmpt.utils.errors import CheckpointError, ConfigError, DataError, DataNotFoundError
 
 __all__ = [
     'ReIDInferencer',
@@ -47,12 +48,15 @@ def _scope(cfg: Config) -> str:
 
 def _to_config(model: Union[str, os.PathLike, Config, dict]) -> Config:
     if isinstance(model, (str, os.PathLike)):
-        return Config.fromfile(os.fspath(model))
+        return load_config(os.fspath(model))
     if isinstance(model, Config):
-        return copy.deepcopy(model)
-    if isinstance(model, dict):
-        return Config(copy.deepcopy(model))
-    raise TypeError(f'model must be a config file path or a Config, got {type(model).__name__}')
+        cfg = copy.deepcopy(model)
+    elif isinstance(model, dict):
+        cfg = Config(copy.deepcopy(model))
+    else:
+        raise TypeError(f'model must be a config file path or a Config, got {type(model).__name__}')
+    fill_data_settings(cfg)
+    return cfg
 
 
 def load_reid_checkpoint(
@@ -179,7 +183,7 @@ def _test_pipeline_cfg(cfg: Config) -> List[dict]:
                 return list(pipeline)
     if cfg.get('test_pipeline'):
         return list(cfg.test_pipeline)
-    raise ValueError(
+    raise ConfigError(
         'The config has no test pipeline: expected test_dataloader.dataset.pipeline '
         '(or test_pipeline).'
     )
@@ -275,7 +279,7 @@ class ReIDInferencer:
 
         path = os.fspath(path)
         if self.backend_args is None and not osp.isfile(path):
-            raise FileNotFoundError(f'{modality} image file not found: {path}')
+            raise DataNotFoundError(f'{modality} image file not found: {path}')
         buf = fileio_get(path, backend_args=self.backend_args)
         return cv2.cvtColor(decode_bgr(buf, path), cv2.COLOR_BGR2RGB)
 
@@ -313,7 +317,9 @@ class ReIDInferencer:
             )
         unknown = [k for k in sample if k not in self.modalities]
         if unknown:
-            raise ValueError(f'unknown modality {unknown}: the model takes {list(self.modalities)}')
+            raise ConfigError(
+                f'unknown modality {unknown}: the model takes {list(self.modalities)}'
+            )
         imgs: List[Optional[np.ndarray]] = []
         paths: List[Optional[str]] = []
         for modality in self.modalities:
@@ -334,7 +340,7 @@ class ReIDInferencer:
                 )
         present = [img for img in imgs if img is not None]
         if not present:
-            raise ValueError(
+            raise DataError(
                 f'a sample needs at least one of the modalities {list(self.modalities)}'
             )
         shape = present[0].shape
@@ -398,7 +404,7 @@ class ReIDInferencer:
         if not inputs:
             raise ValueError('no samples given')
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f'batch_size must be a positive int, got {batch_size!r}')
+            raise ConfigError(f'batch_size must be a positive int, got {batch_size!r}')
         normalize = self.normalize if normalize is None else normalize
         bar = ProgressBar(len(inputs)) if progress and get_dist_info()[0] == 0 else None
         chunks = []
@@ -533,7 +539,7 @@ def extract_dataset_features(
         )
     if data is None:
         if cfg is None or cfg.get('test_dataloader') is None:
-            raise ValueError('data is None and there is no config test_dataloader to use')
+            raise ConfigError('data is None and there is no config test_dataloader to use')
         data = cfg.test_dataloader
     loader = _build_loader(data, cfg, missing, batch_size, num_workers)
     dataset = loader.dataset
@@ -567,7 +573,7 @@ def extract_dataset_features(
         bar.file.write('\n')  # end the progress bar line
         bar.file.flush()
     if not feats:
-        raise ValueError('the dataset is empty')
+        raise DataError('the dataset is empty')
     feats = torch.cat(feats)
     if normalize:
         feats = F.normalize(feats, dim=1)

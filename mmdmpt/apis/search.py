@@ -12,6 +12,7 @@ import torch
 
 from mmdmpt.evaluation.functional import search_topk
 from mmdmpt.evaluation.functional._utils import check_ids, check_metric
+from mmdmpt.utils.errors import ConfigError
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 GalleryMeta = Union[Mapping[str, Sequence], Sequence[Mapping[str, Any]]]
@@ -113,7 +114,10 @@ class GallerySearcher:
         chunk_size: Optional[int] = None,
         device: Optional[Union[str, torch.device]] = None,
     ) -> None:
-        self.metric = check_metric(metric)
+        try:
+            self.metric = check_metric(metric)
+        except ValueError as exc:
+            raise ConfigError(f'GallerySearcher: {exc}') from None
         feats = gallery_feats
         if not isinstance(feats, torch.Tensor):
             feats = torch.as_tensor(np.asarray(feats))
@@ -211,7 +215,7 @@ class GallerySearcher:
             gallery metadata.
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f'k must be a positive int, got {k!r}.')
+            raise ConfigError(f'k must be a positive int (results per query), got {k!r}.')
         q = query_feats
         if not isinstance(q, torch.Tensor):
             q = torch.as_tensor(np.asarray(q))

@@ -26,6 +26,8 @@ import numpy as np
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
+from mmdmpt.utils.errors import ConfigError, DataError, DataNotFoundError
+
 from .samplers.seeding import seeded_rngs
 
 #: Canonical modality names, in the default order.
@@ -51,21 +53,21 @@ def check_modalities(modalities: Sequence[str], key: str = 'modalities') -> Tupl
         tuple[str]: The names as a tuple.
 
     Raises:
-        ValueError: If the selection is empty, repeats a name or holds an
+        ConfigError: If the selection is empty, repeats a name or holds an
             unknown name.
     """
     if isinstance(modalities, str):
         modalities = (modalities,)
     modalities = tuple(modalities)
     if not modalities:
-        raise ValueError(f'{key} must be a non-empty subset of {MODALITIES}, got ()')
+        raise ConfigError(f'{key} must be a non-empty subset of {MODALITIES}, got ()')
     for name in modalities:
         if name not in MODALITIES:
-            raise ValueError(
+            raise ConfigError(
                 f'{key}={modalities}: unknown modality {name!r}; expected names among {MODALITIES}'
             )
     if len(set(modalities)) != len(modalities):
-        raise ValueError(f'{key} must not repeat a name, got {modalities}')
+        raise ConfigError(f'{key} must not repeat a name, got {modalities}')
     return modalities
 
 
@@ -94,7 +96,7 @@ def list_image_names(folder: str) -> List[str]:
         list[str]: File names (not paths), sorted.
 
     Raises:
-        FileNotFoundError: If an entry named like an image is not a readable
+        DataNotFoundError: If an entry named like an image is not a readable
             file (a broken or looping symbolic link): silently skipping it
             would drop or unpair a sample.
     """
@@ -106,15 +108,15 @@ def list_image_names(folder: str) -> List[str]:
             try:
                 is_file = entry.is_file()
             except OSError as exc:  # e.g. a link to itself
-                raise FileNotFoundError(
+                raise DataNotFoundError(
                     f'{osp.join(folder, entry.name)}: not a readable image file ({exc})'
                 ) from None
             if is_file:
                 names.append(entry.name)
             elif entry.is_symlink() and not osp.exists(entry.path):
-                raise FileNotFoundError(
+                raise DataNotFoundError(
                     f'{osp.join(folder, entry.name)}: a broken symbolic link where an image '
-                    'file was expected'
+                    'file was expected; fix or remove the link'
                 )
     return sorted(names)
 
@@ -147,14 +149,15 @@ def pair_by_name(folders: Mapping[str, str], context: str) -> List[str]:
         list[str]: The shared image names, sorted.
 
     Raises:
-        FileNotFoundError: If a modality folder is missing, or an image of
+        DataNotFoundError: If a modality folder is missing, or an image of
             one modality has no file of the same name in another modality.
     """
     listings = OrderedDict()
     for modality, folder in folders.items():
         if not osp.isdir(folder):
-            raise FileNotFoundError(
-                f'{context}: folder of modality {modality!r} not found: {folder}'
+            raise DataNotFoundError(
+                f'{context}: folder of modality {modality!r} not found: {folder}; '
+                'drop the modality from `modalities` or restore the folder'
             )
         listings[modality] = list_image_names(folder)
     names = sorted(set().union(*(set(v) for v in listings.values())))
@@ -163,7 +166,7 @@ def pair_by_name(folders: Mapping[str, str], context: str) -> List[str]:
         for modality, present in sets.items():
             if name not in present:
                 other = next(m for m in sets if name in sets[m])
-                raise FileNotFoundError(
+                raise DataNotFoundError(
                     f'{context}: missing {modality!r} image '
                     f'{osp.join(folders[modality], name)} (paired by file name with '
                     f'{osp.join(folders[other], name)})'
@@ -257,16 +260,21 @@ class BaseMultiModalReIDDataset(BaseDataset):
     ) -> None:
         name = self.DATASET_NAME or type(self).__name__
         if split not in SPLITS:
-            raise ValueError(f'{name}: unknown split {split!r}; expected one of {SPLITS}')
+            raise ConfigError(
+                f'{name}: unknown split {split!r} (dataset.split); expected one of {SPLITS}'
+            )
         if not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f'{name}: val_fraction must be in [0, 1), got {val_fraction!r}')
+            raise ConfigError(f'{name}: val_fraction must be in [0, 1), got {val_fraction!r}')
         if split == 'val' and val_fraction <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"{name}: split 'val' needs val_fraction > 0 (the fraction of "
                 f'training ids to hold out), got val_fraction={val_fraction!r}'
             )
         if not data_root:
-            raise FileNotFoundError(f'{name}: data_root is empty; expected the benchmark root')
+            raise DataNotFoundError(
+                f'{name}: data_root is empty; expected the benchmark root (e.g. '
+                'data/RGBNT201), set dataset.data_root or pass --data-root'
+            )
         self.split = split
         self.modalities = check_modalities(modalities, 'dataset.modalities')
         self.val_fraction = float(val_fraction)
@@ -323,10 +331,10 @@ class BaseMultiModalReIDDataset(BaseDataset):
         return self.DATASET_NAME or type(self).__name__
 
     def _split_dir(self, split: str) -> str:
-        """Existing folder of an official split, or FileNotFoundError."""
+        """Existing folder of an official split, or DataNotFoundError."""
         folder = osp.join(self.data_root, self.SPLIT_FOLDERS[split])
         if not osp.isdir(folder):
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f'{self.dataset_name}: folder of split {split!r} not found: {folder} '
                 f'(expected {self.SPLIT_FOLDERS[split]!r} under data_root)'
             )
@@ -349,7 +357,7 @@ class BaseMultiModalReIDDataset(BaseDataset):
         records = []
         for folder in list_subfolders(root):
             if not re.fullmatch(r'[0-9]+', folder):
-                raise ValueError(
+                raise DataError(
                     f'{self.dataset_name}: cannot parse id folder {folder!r} in {root}; '
                     'expected a folder named by the numeric id (e.g. 0019)'
                 )
@@ -378,7 +386,10 @@ class BaseMultiModalReIDDataset(BaseDataset):
             list[dict]: The data list (see ``docs/contracts.md``).
         """
         if not osp.isdir(self.data_root):
-            raise FileNotFoundError(f'{self.dataset_name}: data_root not found: {self.data_root}')
+            raise DataNotFoundError(
+                f'{self.dataset_name}: data_root not found: {self.data_root}; put the dataset '
+                'there in its official layout or set dataset.data_root'
+            )
         split = self.split
         sections: List[Tuple[str, List[dict]]] = []
         if split in ('train', 'val'):
@@ -446,7 +457,7 @@ class BaseMultiModalReIDDataset(BaseDataset):
     def _check_not_empty(self, records: List[dict], split: str) -> None:
         if not records:
             where = self.SPLIT_FOLDERS.get(split, split)
-            raise ValueError(
+            raise DataError(
                 f'{self.dataset_name}: split {split!r} is empty: no image under '
                 f'{osp.join(self.data_root, where)} for modalities {self.modalities}'
             )
@@ -458,7 +469,7 @@ class BaseMultiModalReIDDataset(BaseDataset):
         num = len(train_ids)
         k = max(1, int(round(self.val_fraction * num)))
         if k >= num:
-            raise ValueError(
+            raise ConfigError(
                 f'{self.dataset_name}: val_fraction={self.val_fraction} holds out {k} of '
                 f'{num} training ids and leaves none to train on; use a smaller value'
             )

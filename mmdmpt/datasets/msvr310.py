@@ -36,7 +36,7 @@ def parse_msvr310_name(
         dict: ``gt_label`` (the raw id), ``camid`` and ``sceneid``.
 
     Raises:
-        ValueError: ``'MSVR310: cannot parse image name ...'`` naming the
+        DataError: ``'MSVR310: cannot parse image name ...'`` naming the
             file and the expected pattern, when the name does not match or its
             id differs from ``pid``.
     """

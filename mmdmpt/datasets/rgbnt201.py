@@ -32,7 +32,7 @@ def parse_rgbnt201_name(name: str, path: Optional[str] = None) -> Dict[str, int]
         dict: ``gt_label`` (the raw id) and ``camid`` (0-based).
 
     Raises:
-        ValueError: ``'RGBNT201: cannot parse image name ...'`` naming the
+        DataError: ``'RGBNT201: cannot parse image name ...'`` naming the
             file and the expected pattern, when the name does not match or
             its camera is 0.
     """

@@ -30,6 +30,9 @@ DATA_HELP = 'README.md, section "Data and weights preparation"'
 def load_config(path: str):
     """Read a config file; a missing or broken file is a :class:`ConfigError`.
 
+    The datasets' ``type`` / ``data_root`` are filled from the config's
+    ``dataset_type`` / ``data_root`` (:func:`~mmdmpt.engine.prepare.fill_data_settings`).
+
     Args:
         path (str): The config file.
 
@@ -44,9 +47,11 @@ def load_config(path: str):
             'configs/dmpt/dmpt_vitb_rgbnt201.py.'
         )
     try:
-        return Config.fromfile(path)
+        cfg = Config.fromfile(path)
     except (SyntaxError, NameError, KeyError, ImportError, FileNotFoundError) as exc:
         raise ConfigError(f'cannot read the config {path}: {type(exc).__name__}: {exc}') from None
+    fill_data_settings(cfg)
+    return cfg
 
 
 def merge_cfg_options(

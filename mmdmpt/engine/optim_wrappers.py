@@ -15,6 +15,7 @@ from mmengine.logging import MessageHub, print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
 from mmdmpt.registry import OPTIM_WRAPPERS
+from mmdmpt.utils.errors import ConfigError, TrainingError
 
 ON_NONFINITE = ('raise', 'skip')
 
@@ -31,12 +32,12 @@ class NonFiniteCheckMixin:
         self, *args, on_nonfinite: str = 'raise', max_skips: Optional[int] = None, **kwargs
     ) -> None:
         if on_nonfinite not in ON_NONFINITE:
-            raise ValueError(
+            raise ConfigError(
                 f'optim_wrapper.on_nonfinite={on_nonfinite!r} is not supported; expected one '
                 f'of {ON_NONFINITE}'
             )
         if max_skips is not None and (not isinstance(max_skips, int) or max_skips < 0):
-            raise ValueError(
+            raise ConfigError(
                 f'optim_wrapper.max_skips={max_skips!r} is not supported; expected an int >= 0 '
                 'or None (no limit)'
             )
@@ -98,8 +99,8 @@ class NonFiniteCheckMixin:
             zero_kwargs (dict, optional): For ``optimizer.zero_grad``.
 
         Raises:
-            FloatingPointError: On a non-finite loss with ``'raise'``, or past
-                ``max_skips`` with ``'skip'``.
+            TrainingError: On a non-finite loss with ``'raise'``, or past
+                ``max_skips`` with ``'skip'`` (a ``FloatingPointError``).
         """
         local_bad = not bool(torch.isfinite(loss.detach()).all())
         if not self._any_rank(local_bad, loss.device):
@@ -107,16 +108,18 @@ class NonFiniteCheckMixin:
             return
         message = self._describe(loss, local_bad)
         if self.on_nonfinite == 'raise':
-            raise FloatingPointError(
+            raise TrainingError(
                 f'{message}. Training stopped before the optimizer step (weights unchanged); '
+                'lower the learning rate (optim_wrapper.optimizer.lr) or check the data, or '
                 "set optim_wrapper.on_nonfinite='skip' to skip such steps instead."
             )
         self.skipped_steps += 1
         MessageHub.get_current_instance().update_info('nonfinite_skipped_steps', self.skipped_steps)
         if self.max_skips is not None and self.skipped_steps > self.max_skips:
-            raise FloatingPointError(
+            raise TrainingError(
                 f'{message}. {self.skipped_steps} steps skipped, more than '
-                f'max_skips={self.max_skips}: training stopped.'
+                f'max_skips={self.max_skips}: training stopped; lower the learning rate '
+                '(optim_wrapper.optimizer.lr) or raise optim_wrapper.max_skips.'
             )
         if get_world_size() > 1:
             self.backward(loss)  # keep DDP's reducer in step on every rank

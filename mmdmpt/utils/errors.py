@@ -23,6 +23,7 @@ __all__ = [
     'DataNotFoundError',
     'CheckpointError',
     'user_error_message',
+    'TrainingError',
 ]
 
 
@@ -96,3 +97,16 @@ def user_error_message(exc: BaseException) -> str:
                 continue
             break
     return _REGISTRY_PREFIX.sub(r'\1: ', text).strip()
+
+
+class TrainingError(MMDMPTError, FloatingPointError):
+    """Training cannot go on: a non-finite loss (the run diverged).
+
+    Raised by :class:`~mmdmpt.engine.NonFiniteCheckOptimWrapper` before the
+    optimizer step; the message names the iteration and the loss terms, and
+    how to go on (a lower learning rate, ``optim_wrapper.on_nonfinite='skip'``).
+    Its traceback would only point at the optimizer wrapper, so the tools
+    print it as one block. Still a ``FloatingPointError``.
+    """
+
+    kind = 'training error'

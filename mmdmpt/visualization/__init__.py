@@ -2,6 +2,7 @@
 
 from .curves import (
     DEFAULT_METRIC_KEYS,
+    ScalarKeyError,
     collect_curves,
     find_scalars_file,
     load_scalars,
@@ -38,4 +39,5 @@ __all__ = [
     'collect_curves',
     'plot_curves',
     'DEFAULT_METRIC_KEYS',
+    'ScalarKeyError',
 ]

@@ -14,18 +14,31 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mmdmpt.utils.errors import ConfigError, DataError, DataNotFoundError
+
 __all__ = [
     'DEFAULT_METRIC_KEYS',
     'find_scalars_file',
     'load_scalars',
     'collect_curves',
     'plot_curves',
+    'check_out_file',
+    'ScalarKeyError',
 ]
 
 #: Metric keys drawn by default (when present), besides every loss key.
 DEFAULT_METRIC_KEYS = ('reid/mAP', 'reid/Rank-1')
 
 Curve = Tuple[List[float], List[float], str]
+
+
+class ScalarKeyError(DataError, KeyError):
+    """Keys asked for (or the default ones) are not in a scalar log.
+
+    A user error and a ``KeyError``; its message is printed unquoted.
+    """
+
+    __str__ = Exception.__str__
 
 
 def find_scalars_file(path: str) -> str:
@@ -40,7 +53,8 @@ def find_scalars_file(path: str) -> str:
         str: The ``scalars.json`` path.
 
     Raises:
-        FileNotFoundError: If no scalar log is found.
+        DataNotFoundError: If no scalar log is found (a
+            ``FileNotFoundError``).
     """
     if osp.isfile(path):
         return path
@@ -54,7 +68,7 @@ def find_scalars_file(path: str) -> str:
     runs = sorted(glob.glob(osp.join(glob.escape(path), '*', 'vis_data', 'scalars.json')))
     if runs:
         return runs[-1]
-    raise FileNotFoundError(
+    raise DataNotFoundError(
         f'no scalar log found at {path}: expected a scalars.json file, or a work dir holding '
         '<timestamp>/vis_data/scalars.json (written by LocalVisBackend; see '
         'vis_backends in configs/_base_/default_runtime.py)'
@@ -71,8 +85,8 @@ def load_scalars(path: str) -> List[dict]:
         list[dict]: The records, in file order.
 
     Raises:
-        FileNotFoundError: If no scalar log is found.
-        ValueError: If a line is not a JSON object.
+        DataNotFoundError: If no scalar log is found.
+        DataError: If a line is not a JSON object (a ``ValueError``).
     """
     path = find_scalars_file(path)
     records = []
@@ -84,9 +98,12 @@ def load_scalars(path: str) -> List[dict]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f'{path}:{lineno}: not a JSON line ({exc})') from exc
+                raise DataError(
+                    f'{path}:{lineno}: not a JSON line ({exc}); expected the scalars.json of '
+                    'LocalVisBackend (one JSON object per line)'
+                ) from None
             if not isinstance(record, dict):
-                raise ValueError(f'{path}:{lineno}: expected a JSON object per line')
+                raise DataError(f'{path}:{lineno}: expected a JSON object per line')
             records.append(record)
     return records
 
@@ -112,8 +129,8 @@ def collect_curves(
         ``'epoch'`` for validation records of epoch-based runs.
 
     Raises:
-        KeyError: If a requested key is in no record, or (default keys) the
-            log has no loss or metric key at all.
+        ScalarKeyError: If a requested key is in no record, or (default
+            keys) the log has no loss or metric key at all (a ``KeyError``).
     """
     available: List[str] = []
     for record in records:
@@ -122,14 +139,16 @@ def collect_curves(
         keys = [k for k in available if 'loss' in k]
         keys += [k for k in DEFAULT_METRIC_KEYS if k in available]
         if not keys:
-            raise KeyError(
+            raise ScalarKeyError(
                 f'the scalar log holds no loss key and none of {list(DEFAULT_METRIC_KEYS)}; '
                 f'available keys: {available}'
             )
     else:
         absent = [k for k in keys if k not in available]
         if absent:
-            raise KeyError(f'keys {absent} are not in the scalar log; available keys: {available}')
+            raise ScalarKeyError(
+                f'keys {absent} are not in the scalar log; available keys: {available}'
+            )
     by_epoch = any('epoch' in r for r in records if 'lr' in r)
     curves: Dict[str, Curve] = {}
     for key in keys:
@@ -172,12 +191,15 @@ def plot_curves(
         list[str]: The keys drawn.
 
     Raises:
-        FileNotFoundError: If no scalar log is found.
-        KeyError: If a key is missing (see :func:`collect_curves`).
+        ConfigError: If ``out_file`` has an extension matplotlib cannot
+            write, is a folder, or cannot be written.
+        DataNotFoundError: If no scalar log is found.
+        ScalarKeyError: If a key is missing (see :func:`collect_curves`).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    check_out_file(out_file)
     log_file = find_scalars_file(path)
     curves = collect_curves(load_scalars(log_file), keys)
     num = len(curves)
@@ -193,7 +215,34 @@ def plot_curves(
         ax.grid(True, alpha=0.3)
     fig.suptitle(title or log_file, fontsize=9)
     fig.tight_layout()
-    folder = osp.dirname(osp.abspath(out_file))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(out_file)
+    try:
+        os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
+        fig.savefig(out_file)
+    except OSError as exc:
+        raise ConfigError(
+            f'cannot write the picture {out_file}: {exc.strerror or exc}; choose another path'
+        ) from None
     return list(curves)
+
+
+def check_out_file(out_file: str) -> None:
+    """Refuse a picture path matplotlib cannot write, before anything is drawn.
+
+    Args:
+        out_file (str): The picture to write.
+
+    Raises:
+        ConfigError: If it is a folder or its extension is not a format of
+            matplotlib's Agg canvas (``png``, ``pdf``, ``svg``, ...).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if osp.isdir(out_file):
+        raise ConfigError(f'{out_file} is a folder; expected a picture file, e.g. curves.png')
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    ext = osp.splitext(out_file)[1].lower().lstrip('.')
+    if ext and ext not in formats:  # no extension: matplotlib writes PNG
+        raise ConfigError(
+            f'cannot write the picture {out_file}: unknown extension {ext!r}; '
+            f'expected one of {", ".join(sorted(formats))}, e.g. curves.png'
+        )

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
+from mmdmpt.utils.errors import ConfigError, DataError
+
 __all__ = [
     'MATCH_COLOR',
     'MISMATCH_COLOR',
@@ -387,15 +389,19 @@ def draw_rank_lists(
     query, gallery = split_query_gallery(features)
     num_query, num_gallery = len(query['pids']), len(gallery['pids'])
     if num_query == 0 or num_gallery == 0:
-        raise ValueError(
-            f'need query and gallery samples, got {num_query} queries and {num_gallery} gallery'
+        raise DataError(
+            f'need query and gallery samples, got {num_query} queries and {num_gallery} gallery; '
+            "extract the features of a split with both (split='test' or 'val')"
         )
     if query_indices is None:
         query_indices = select_queries(num_query, num_queries)
     query_indices = [int(i) for i in query_indices]
     bad = [i for i in query_indices if not 0 <= i < num_query]
     if bad:
-        raise ValueError(f'query indices {bad} out of range: there are {num_query} queries')
+        raise ConfigError(
+            f'query indices {bad} out of range: there are {num_query} queries; expected '
+            f'indices in [0, {num_query - 1}]'
+        )
     if not query_indices:
         return []
     use_scenes = bool(features['has_scenes'])
@@ -432,7 +438,7 @@ def draw_rank_lists(
         if dataset is not None:
             info = dataset.get_data_info(int(part['sample_idx'][row]))
             if list(map(str, info['img_paths'])) != list(map(str, part['img_paths'][row])):
-                raise ValueError(
+                raise DataError(
                     f'sample {int(part["sample_idx"][row])} of the dataset has img_paths '
                     f'{info["img_paths"]}, the features {part["img_paths"][row]}: the features '
                     'come from another dataset or split'

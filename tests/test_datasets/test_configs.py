@@ -2,9 +2,9 @@ import os.path as osp
 
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.dataset import default_collate
 
+from mmdmpt.engine.launch import load_config
 from mmdmpt.registry import DATA_SAMPLERS, DATASETS, MODELS
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -19,7 +19,7 @@ CONFIGS = {
 @pytest.mark.parametrize('layout', sorted(CONFIGS))
 def test_dataset_config(layout, trees):
     name, dtype, size, batch, k = CONFIGS[layout]
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', '_base_', 'datasets', name))
+    cfg = load_config(osp.join(ROOT, 'configs', '_base_', 'datasets', name))
     assert cfg.dataset_type == dtype
     assert cfg.data_root == f'data/{dtype}/'
     assert cfg.data_preprocessor.type == 'MultiModalDataPreprocessor'
@@ -27,6 +27,9 @@ def test_dataset_config(layout, trees):
     assert train.batch_size == batch == train.sampler.batch_size
     assert train.sampler.type == 'IdentitySampler' and train.sampler.num_instances == k
     assert train.collate_fn.type == 'default_collate' and train.dataset.split == 'train'
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        # one dataset type and one data root per config, read by every split
+        assert loader.dataset.type == cfg.dataset_type and loader.dataset.data_root == cfg.data_root
     for loader in (cfg.val_dataloader, cfg.test_dataloader):
         assert loader.dataset.split == 'test' and loader.sampler.shuffle is False
     assert cfg.val_evaluator.type == 'ReIDMetric' and cfg.test_evaluator == cfg.val_evaluator

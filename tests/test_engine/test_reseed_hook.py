@@ -10,6 +10,7 @@ from mmengine.config import Config
 import mmdmpt.engine.hooks.reseed_hook as module
 from mmdmpt.engine.hooks import ReseedHook
 from mmdmpt.registry import HOOKS
+from mmdmpt.utils.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +30,7 @@ def test_registered_and_in_the_default_runtime():
     cfg = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'default_runtime.py'))
     assert dict(type='ReseedHook') in cfg.custom_hooks
     assert ReseedHook.priority == 'VERY_HIGH'
-    with pytest.raises(TypeError, match="per_iter must be a bool, got 'yes'"):
+    with pytest.raises(ConfigError, match="per_iter must be a bool, got 'yes'"):
         ReseedHook(per_iter='yes')
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from mmdmpt.evaluation.functional import compute_distance
-from mmdmpt.visualization import MATCH_COLOR, MISMATCH_COLOR, rank_list_layout
+from mmdmpt.utils.errors import ConfigError, DataNotFoundError
+from mmdmpt.visualization import MATCH_COLOR, MISMATCH_COLOR, ScalarKeyError, rank_list_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / 'tools' / 'analysis_tools'
@@ -82,7 +83,7 @@ def test_extract_features_npz_missing(setup, capsys):
         assert np.all(data['feats'][:, 128:] == 0)
         assert data['img_paths'].shape == (48, 3) and bool(data['normalized']) is False
         assert list(data['missing']) == ['tir']
-    with pytest.raises(SystemExit, match='.pt or .npz'):
+    with pytest.raises(ConfigError, match=r'--out must end in \.pt or \.npz, got x\.txt'):
         _tool('extract_features').main([setup['cfg_file'], setup['ckpt'], '--out', 'x.txt'])
 
 
@@ -143,7 +144,7 @@ def test_visualize_ranks_argument_errors(setup):
     tool = _tool('visualize_ranks')
     with pytest.raises(SystemExit):
         tool.main([setup['cfg_file'], '--out-dir', 'x'])
-    with pytest.raises(ValueError, match=r'query indices \[99\] out of range'):
+    with pytest.raises(ConfigError, match=r'query indices \[99\] out of range'):
         tool.main(
             [setup['cfg_file'], setup['ckpt'], '--out-dir', str(setup['base'] / 'e'),
              '--queries', '99']
@@ -164,7 +165,7 @@ def test_plot_curves_tool(tmp_path, capsys):
     assert 'loss, loss_cls, loss_triplet, reid/mAP, reid/Rank-1' in capsys.readouterr().out
     img = cv2.imread(str(out))
     assert img is not None and min(img.shape[:2]) > 100
-    with pytest.raises(SystemExit, match='no scalar log found'):
+    with pytest.raises(DataNotFoundError, match='no scalar log found'):
         tool.main([str(tmp_path / 'nowhere'), '--out', str(out)])
-    with pytest.raises(SystemExit, match=r"keys \['reid/mINP'\] are not in the scalar log"):
+    with pytest.raises(ScalarKeyError, match=r"keys \['reid/mINP'\] are not in the scalar log"):
         tool.main([str(log), '--out', str(out), '--keys', 'reid/mINP'])

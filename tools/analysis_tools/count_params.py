@@ -2,12 +2,14 @@
 
 Usage:
     python tools/analysis_tools/count_params.py CONFIG [--json]
-        [--cfg-options model.backbone.pretrained=None ...]
+        [--cfg-options model.backbone.pretrained=None ...] [--debug]
 
 ``ratio`` is the trainable parameter count without the ID classifier divided
 by the parameter count of the CLIP visual tower (the DMPT budget). When the
 config's pretrained file is missing the model is built with random weights
-(the counts do not depend on them) and a note goes to stderr.
+(the counts do not depend on them) and a note goes to stderr. A mistake (a
+missing config, an unknown ``--cfg-options`` key, a bad model setting) is
+printed as one message with exit status 2; ``--debug`` shows its traceback.
 """
 
 import argparse
@@ -16,9 +18,10 @@ import json
 import os.path as osp
 import sys
 import uuid
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
-from mmengine.config import Config, DictAction
+from mmdmpt.utils.cli import add_debug_argument, run_tool
+from mmdmpt.utils.errors import ConfigError
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -28,17 +31,42 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        metavar='KEY=VALUE',
         help='override settings of the config, e.g. model.backbone.pretrained=None',
     )
+    add_debug_argument(parser)
     return parser.parse_args(argv)
+
+
+def load_config(path: str, options: Optional[List[str]]):
+    """The config with ``--cfg-options`` merged; unknown keys raise ConfigError."""
+    from mmengine.config import DictAction
+
+    from mmdmpt.engine.launch import load_config as read_config
+    from mmdmpt.engine.launch import merge_cfg_options
+
+    cfg = read_config(path)
+    parsed = argparse.Namespace(cfg_options=None)
+    if options:
+        try:
+            DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, parsed, options)
+        except Exception as exc:
+            raise ConfigError(f'--cfg-options {" ".join(options)}: {exc}') from None
+    merge_cfg_options(cfg, parsed.cfg_options)
+    return cfg
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
+    if not isinstance(cfg.get('model'), dict):
+        raise ConfigError(f'{args.config} has no model dict: nothing to count.')
+    from mmengine.registry import init_default_scope
+
+    from mmdmpt.engine.config_check import check_config_keys
+
+    init_default_scope('mmdmpt')
+    check_config_keys(dict(model=cfg.model))  # misspelt arguments, with the closest name
     backbone = cfg.model.get('backbone', {})
     pretrained = backbone.get('pretrained')
     if pretrained is not None and not osp.isfile(pretrained):
@@ -49,7 +77,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         backbone['pretrained'] = None
 
     from mmengine.logging import MMLogger
-    from mmengine.registry import init_default_scope
 
     from mmdmpt.models.utils import count_parameters
     from mmdmpt.registry import MODELS
@@ -57,7 +84,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # Keep stdout for the result: the build log (warnings only) goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         MMLogger.get_instance(f'count_params_{uuid.uuid4().hex}', log_level='WARNING')
-        init_default_scope('mmdmpt')
         model = MODELS.build(cfg.model)
     counts = count_parameters(model)
     if args.json:
@@ -79,4 +105,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(run_tool(main, tool='count_params.py'))

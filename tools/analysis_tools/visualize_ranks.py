@@ -3,7 +3,7 @@
 Usage:
     python tools/analysis_tools/visualize_ranks.py CONFIG CHECKPOINT --out-dir DIR
         [--queries 0 5 17 | --num 8] [--topk 10] [--missing nir]
-        [--cfg-options key=value ...]
+        [--data-root DIR] [--cfg-options key=value ...] [--debug]
     python tools/analysis_tools/visualize_ranks.py CONFIG --features FILE --out-dir DIR ...
 
 One PNG per query (``query{index:04d}_id{pid}.png``): the query framed blue,
@@ -14,12 +14,40 @@ same camera, or same id and same scene for MSVR310) are hidden, as the
 legend says. Query indices count the query samples of ``test_dataloader``
 in dataset order. ``--features`` reuses a file of ``extract_features.py``
 (extracted with the same config) instead of running the model.
+
+The output folder, the checkpoint or feature file and the config are checked
+before the model is built; a mistake is printed as one message with exit
+status 2 (``--debug`` shows its traceback).
 """
 
 import argparse
-from typing import Optional, Sequence
+import os.path as osp
+from typing import List, Optional, Sequence
 
-from mmengine.config import Config, DictAction
+from mmdmpt.utils.cli import add_debug_argument, run_tool
+from mmdmpt.utils.errors import ConfigError
+
+
+def positive_int(text: str) -> int:
+    """Parse a positive integer option."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """Parse an integer option >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text!r}')
+    return value
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -31,18 +59,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     group = parser.add_mutually_exclusive_group()
     group.add_argument('--queries', type=int, nargs='+', help='query indices to draw')
     group.add_argument('--num', type=int, default=8, help='queries drawn, spread evenly')
-    parser.add_argument('--topk', type=int, default=10, help='gallery samples per query')
+    parser.add_argument('--topk', type=positive_int, default=10, help='gallery samples per query')
     parser.add_argument('--metric', choices=['cosine', 'euclidean'], help='default: the config')
     parser.add_argument('--missing', help='comma-separated modalities to leave out')
-    parser.add_argument('--batch-size', type=int, help='override the test batch size')
-    parser.add_argument('--num-workers', type=int, help='override the test dataloader workers')
+    parser.add_argument('--batch-size', type=positive_int, help='override the test batch size')
+    parser.add_argument(
+        '--num-workers', type=non_negative_int, help='override the test dataloader workers'
+    )
     parser.add_argument('--device', help='e.g. cpu or cuda:0 (default: cuda when available)')
+    parser.add_argument('--data-root', help="dataset root (the config's data_root)")
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        metavar='KEY=VALUE',
         help='override settings of the config',
     )
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if (args.checkpoint is None) == (args.features is None):
         parser.error('give either CHECKPOINT or --features FILE')
@@ -51,7 +83,62 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _metric_options(cfg: Config) -> dict:
+def load_config(path: str, options: Optional[List[str]], data_root: Optional[str] = None):
+    """The config with ``--cfg-options`` / ``--data-root`` merged; problems raise ConfigError."""
+    from mmengine.config import DictAction
+
+    from mmdmpt.engine.launch import load_config as read_config
+    from mmdmpt.engine.launch import merge_cfg_options
+
+    cfg = read_config(path)
+    parsed = argparse.Namespace(cfg_options=None)
+    if options:
+        try:
+            DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, parsed, options)
+        except Exception as exc:
+            raise ConfigError(f'--cfg-options {" ".join(options)}: {exc}') from None
+    merge_cfg_options(cfg, parsed.cfg_options, data_root)
+    return cfg
+
+
+def check_out_dir(out_dir: str) -> None:
+    """Refuse an ``--out-dir`` that is a file, or lies under one."""
+    path = osp.abspath(out_dir)
+    while path and not osp.exists(path):
+        parent = osp.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if osp.exists(path) and not osp.isdir(path):
+        where = '' if path == osp.abspath(out_dir) else f' ({path} is a file)'
+        raise ConfigError(
+            f'--out-dir {out_dir} is not a folder{where}; expected a folder for the PNG files'
+        )
+
+
+#: The config sections a test-time tool builds.
+TEST_SECTIONS = ('model', 'data_preprocessor', 'test_dataloader', 'test_evaluator')
+
+
+def check_test_sections(cfg) -> None:
+    """Refuse misspelt arguments in the sections the tool builds (with the closest name)."""
+    from mmengine.registry import init_default_scope
+
+    from mmdmpt.engine.config_check import check_config_keys
+
+    init_default_scope(cfg.get('default_scope') or 'mmdmpt')
+    check_config_keys({key: cfg.get(key) for key in TEST_SECTIONS})
+
+
+def check_device(device: Optional[str]) -> None:
+    """Refuse a CUDA ``--device`` on a machine without CUDA."""
+    import torch
+
+    if device is not None and str(device).startswith('cuda') and not torch.cuda.is_available():
+        raise ConfigError(f'--device {device}: CUDA is not available here; use --device cpu.')
+
+
+def _metric_options(cfg) -> dict:
     evaluator = cfg.get('test_evaluator') or {}
     if isinstance(evaluator, (list, tuple)):
         evaluator = evaluator[0] if evaluator else {}
@@ -62,18 +149,31 @@ def _metric_options(cfg: Config) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    check_out_dir(args.out_dir)
+    from mmdmpt.engine.launch import missing_data_roots, missing_inputs_error
+
+    if args.checkpoint is not None:
+        from mmdmpt.utils.checkpoint import check_checkpoint_file
+
+        check_checkpoint_file(args.checkpoint)  # before anything is built
+    cfg = load_config(args.config, args.cfg_options, args.data_root)
+    if not cfg.get('test_dataloader'):
+        raise ConfigError(f'{args.config} has no test_dataloader: no samples to draw.')
+    check_test_sections(cfg)
+    problems = missing_data_roots(cfg, ['test_dataloader'])
+    if problems:
+        raise missing_inputs_error(problems, 'drawing rank lists')
+
     from mmengine.registry import DefaultScope
 
     from mmdmpt.apis import ReIDInferencer, extract_dataset_features, load_features
     from mmdmpt.registry import DATASETS
     from mmdmpt.visualization import draw_rank_lists
 
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
     if args.features is not None:
         features = load_features(args.features)
     else:
+        check_device(args.device)
         inferencer = ReIDInferencer(cfg, args.checkpoint, device=args.device)
         features = extract_dataset_features(
             inferencer,
@@ -101,4 +201,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    raise SystemExit(main())
+    raise SystemExit(run_tool(main, tool='visualize_ranks.py'))

@@ -10,12 +10,18 @@ Example::
 
     python tools/model_converters/openai_to_safetensors.py \
         checkpoints/ViT-B-16.pt checkpoints/ViT-B-16-openai.safetensors
+
+A mistake (a missing or unreadable source, a source that is not an OpenAI
+archive without ``--allow-non-openai``, an output path that is a folder) is
+printed as one message with exit status 2; ``--debug`` shows its traceback.
 """
 
 import argparse
 import os.path as osp
-import sys
 from typing import Optional, Sequence
+
+from mmdmpt.utils.cli import add_debug_argument, run_tool
+from mmdmpt.utils.errors import CheckpointError, ConfigError
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -35,11 +41,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         action='store_true',
         help='also convert files that are not OpenAI archives (metadata then says so)',
     )
+    add_debug_argument(parser)
     return parser.parse_args(argv)
+
+
+def check_output(path: str, src: str) -> None:
+    """Refuse an output path that is a folder, lies under a file, or is the source."""
+    if osp.isdir(path):
+        raise ConfigError(
+            f'output {path} is a folder; expected a file name, e.g. ViT-B-16.safetensors'
+        )
+    folder = osp.dirname(osp.abspath(path))
+    while folder and not osp.exists(folder):
+        folder = osp.dirname(folder)
+    if folder and not osp.isdir(folder):
+        raise ConfigError(f'output {path}: {folder} is a file, not a folder; choose another path')
+    if osp.exists(src) and osp.abspath(path) == osp.abspath(src):
+        raise ConfigError(f'output {path} is the source file; choose another name')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    check_output(args.dst, args.src)
     import torch
     from safetensors.torch import save_file
 
@@ -48,11 +71,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     state_dict, info = load_clip_weights(args.src)
     if info['source'] != 'openai' and not args.allow_non_openai:
-        sys.stderr.write(
+        raise CheckpointError(
             f'{args.src} is not an OpenAI CLIP archive (format {info["format"]}); '
-            'pass --allow-non-openai to convert it anyway.\n'
+            'pass --allow-non-openai to convert it anyway.'
         )
-        return 1
     dtype = torch.float16 if args.dtype == 'fp16' else torch.float32
     tensors = {
         k: (v.to(dtype) if v.is_floating_point() else v).contiguous().clone()
@@ -74,4 +96,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(run_tool(main, tool='openai_to_safetensors.py'))

@@ -2,6 +2,9 @@
 dataset_type = 'RGBNT100'
 data_root = 'data/RGBNT100/'
 modalities = ('rgb', 'nir', 'tir')
+# The dataloaders' datasets below take `type` and `data_root` from the two
+# variables above (filled in by ReIDRunner; a leaf config changes them once,
+# `--data-root` moves every split).
 
 # Normalisation happens here, per modality, on the device (0.5 mean / std in
 # [0, 1] units for every channel); absent modalities are zeroed.
@@ -50,8 +53,6 @@ train_dataloader = dict(
     sampler=dict(type='IdentitySampler', batch_size=128, num_instances=16),
     collate_fn=dict(type='default_collate'),
     dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
         split='train',
         modalities=modalities,
         pipeline=train_pipeline,
@@ -65,8 +66,6 @@ val_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False),
     collate_fn=dict(type='default_collate'),
     dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
         split='test',  # query samples then gallery samples (is_query)
         modalities=modalities,
         pipeline=test_pipeline,

@@ -9,6 +9,7 @@ from mmengine.logging import print_log
 from torch.utils.data import Sampler
 
 from mmdmpt.registry import DATA_SAMPLERS
+from mmdmpt.utils.errors import ConfigError
 
 from .seeding import SAMPLE_TAG, SeededIndex, derive_seeds
 
@@ -78,15 +79,15 @@ class IdentitySampler(Sampler):
         seed: Optional[int] = None,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f'IdentitySampler: batch_size must be a positive int, got {batch_size!r}'
             )
         if not isinstance(num_instances, int) or num_instances <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f'IdentitySampler: num_instances must be a positive int, got {num_instances!r}'
             )
         if batch_size % num_instances:
-            raise ValueError(
+            raise ConfigError(
                 f'IdentitySampler: batch_size={batch_size} is not divisible by '
                 f'num_instances={num_instances}; a batch holds P identities x K samples'
             )
@@ -125,17 +126,18 @@ class IdentitySampler(Sampler):
         needed = self.num_ids_per_batch * world_size
         if len(self.pids) < needed:
             if not with_replacement and not self.pids:
-                raise ValueError(
+                raise ConfigError(
                     f'IdentitySampler: train_dataloader.sampler.num_instances={k} is larger '
                     f"than every identity's sample count (largest: {largest}) and "
                     'with_replacement=False, so no identity is usable; expected '
                     f'num_instances <= {largest} or with_replacement=True'
                 )
-            raise ValueError(
+            raise ConfigError(
                 f'IdentitySampler: {len(self.pids)} usable identities (with_replacement='
                 f'{with_replacement}, train_dataloader.sampler.num_instances={k}) but a batch '
                 f'needs P=batch_size//num_instances={self.num_ids_per_batch} distinct '
-                f'identities on each of world_size={world_size} ranks, i.e. {needed}'
+                f'identities on each of world_size={world_size} ranks, i.e. {needed}; use a '
+                'smaller train_dataloader.batch_size or a larger num_instances'
             )
         if with_replacement:
             chunks = sum(max(1, math.ceil(len(v) / k)) for v in self.index_of.values())

@@ -8,6 +8,7 @@ from mmcv.transforms import BaseTransform
 from mmpretrain.structures import DataSample
 
 from mmdmpt.registry import TRANSFORMS
+from mmdmpt.utils.errors import DataError
 
 
 @TRANSFORMS.register_module()
@@ -64,9 +65,11 @@ class PackMultiModalReIDInputs(BaseTransform):
         shape = imgs[0].shape
         for img in imgs:
             if img.shape != shape:
-                raise ValueError(
+                where = f' of {results["img_paths"]}' if 'img_paths' in results else ''
+                raise DataError(
                     'PackMultiModalReIDInputs: modality images differ in shape '
-                    f'({[im.shape for im in imgs]}); resize them to one size first'
+                    f'({[im.shape for im in imgs]}){where}; resize them to one size first '
+                    '(a Resize step in the pipeline)'
                 )
         if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] != 3):
             raise ValueError(

@@ -8,6 +8,7 @@ from mmcv.transforms import BaseTransform
 from mmengine import fileio
 
 from mmdmpt.registry import TRANSFORMS
+from mmdmpt.utils.errors import ConfigError, DataError, DataNotFoundError
 
 from ..base import MODALITIES
 
@@ -34,28 +35,26 @@ def decode_bgr(buf: bytes, path: str, check_complete: bool = True) -> np.ndarray
         numpy.ndarray: The image, contiguous.
 
     Raises:
-        ValueError: If the file is empty, truncated or cannot be decoded
+        DataError: If the file is empty, truncated or cannot be decoded
             (including headers OpenCV refuses, e.g. an image larger than
             ``CV_IO_MAX_IMAGE_PIXELS``); the message names ``path``.
     """
     if not buf:
-        raise ValueError(f'cannot decode image {path}: the file is empty')
+        raise DataError(f'cannot decode image {path}: the file is empty')
     if check_complete:
         tail = buf[-_TAIL:]
         if buf.startswith(_JPEG_SOI) and _JPEG_EOI not in tail:
-            raise ValueError(f'cannot decode image {path}: truncated JPEG (no end-of-image marker)')
+            raise DataError(f'cannot decode image {path}: truncated JPEG (no end-of-image marker)')
         if buf.startswith(_PNG_MAGIC) and b'IEND' not in tail:
-            raise ValueError(f'cannot decode image {path}: truncated PNG (no IEND chunk)')
+            raise DataError(f'cannot decode image {path}: truncated PNG (no IEND chunk)')
     try:
         img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as exc:  # e.g. a header announcing a huge image
         text = ' '.join(str(exc).split())
         reason = text.split('error: ', 1)[-1] or 'OpenCV error'
-        raise ValueError(
-            f'cannot decode image {path}: corrupt or not an image ({reason})'
-        ) from None
+        raise DataError(f'cannot decode image {path}: corrupt or not an image ({reason})') from None
     if img is None:
-        raise ValueError(f'cannot decode image {path}: corrupt or not an image')
+        raise DataError(f'cannot decode image {path}: corrupt or not an image')
     return img
 
 
@@ -105,12 +104,12 @@ class LoadMultiModalImages(BaseTransform):
             missing_modalities = (missing_modalities,)
         for name in missing_modalities:
             if name not in MODALITIES:
-                raise ValueError(
+                raise ConfigError(
                     f'unknown modality {name!r} in missing_modalities; '
                     f'expected names among {MODALITIES}'
                 )
         if tile_width is not None and tile_width <= 0:
-            raise ValueError(f'tile_width must be positive, got {tile_width}')
+            raise ConfigError(f'tile_width must be positive, got {tile_width}')
         self.missing_modalities = tuple(missing_modalities)
         self.tile_width = tile_width
         self.check_complete = check_complete
@@ -122,21 +121,27 @@ class LoadMultiModalImages(BaseTransform):
                 with open(path, 'rb') as f:
                     return f.read()
             except FileNotFoundError:
-                raise FileNotFoundError(f'image file not found: {path}') from None
-        return fileio.get(path, backend_args=self.backend_args)
+                raise DataNotFoundError(f'image file not found: {path}') from None
+            except OSError as exc:  # a folder, no permission, ...
+                reason = exc.strerror or type(exc).__name__
+                raise DataError(f'cannot read image {path}: {reason}') from None
+        try:
+            return fileio.get(path, backend_args=self.backend_args)
+        except FileNotFoundError:
+            raise DataNotFoundError(f'image file not found: {path}') from None
 
     def _tile(self, strip: np.ndarray, path: str, index: int, num_tiles: int) -> np.ndarray:
         width = strip.shape[1]
         if self.tile_width is not None:
             if width != num_tiles * self.tile_width:
-                raise ValueError(
+                raise DataError(
                     f'strip {path} is {width} px wide; expected {num_tiles} tiles x '
                     f'{self.tile_width} px = {num_tiles * self.tile_width} px'
                 )
             tile = self.tile_width
         else:
             if width % num_tiles:
-                raise ValueError(
+                raise DataError(
                     f'strip {path} is {width} px wide; expected a width of {num_tiles} x '
                     f'the tile width (a multiple of {num_tiles})'
                 )
@@ -155,12 +160,14 @@ class LoadMultiModalImages(BaseTransform):
             dict: ``results`` with the added keys.
 
         Raises:
-            FileNotFoundError: If an image file is missing (named).
-            OSError: If an image file cannot be read otherwise (Python's
-                message names the file).
-            ValueError: If an image is empty, truncated or corrupt, a strip
-                does not have the expected width, or ``img_paths``,
-                ``modalities`` and ``tile_indices`` disagree (all named).
+            DataNotFoundError: If an image file is missing (named).
+            DataError: If an image file cannot be read otherwise, is empty,
+                truncated or corrupt, or a strip does not have the expected
+                width (all named).
+            ConfigError: If ``missing_modalities`` leaves no modality of the
+                sample.
+            ValueError: If ``img_paths``, ``modalities`` and
+                ``tile_indices`` disagree (an internal error of the dataset).
         """
         paths = results['img_paths']
         modalities = tuple(results.get('modalities', MODALITIES[: len(paths)]))
@@ -179,7 +186,11 @@ class LoadMultiModalImages(BaseTransform):
             )
         mask = np.array([m not in self.missing_modalities for m in modalities], dtype=bool)
         if not mask.any():
-            raise ValueError(f'every modality of the sample {modalities} is marked missing')
+            raise ConfigError(
+                f'every modality of the sample {modalities} is marked missing '
+                f'(missing_modalities={self.missing_modalities}); leave at least one out of '
+                'missing_modalities'
+            )
 
         decoded = {}  # path -> BGR image (a strip is decoded once)
         imgs = [None] * len(paths)

@@ -44,6 +44,7 @@ from mmcv.transforms import (
 from mmcv.transforms.utils import cache_randomness
 
 from mmdmpt.registry import TRANSFORMS
+from mmdmpt.utils.errors import ConfigError
 
 for _t in (
     CenterCrop,
@@ -85,11 +86,11 @@ class ReIDRandomCrop(BaseTransform):
         pad_val: Union[int, Sequence[int]] = 0,
     ) -> None:
         if padding < 0:
-            raise ValueError(f'padding must be >= 0, got {padding}')
+            raise ConfigError(f'padding must be >= 0, got {padding}')
         if crop_size is not None:
             crop_size = tuple(int(v) for v in crop_size)
             if len(crop_size) != 2 or min(crop_size) <= 0:
-                raise ValueError(f'crop_size must be a positive (h, w) pair, got {crop_size}')
+                raise ConfigError(f'crop_size must be a positive (h, w) pair, got {crop_size}')
         self.padding = int(padding)
         self.crop_size = crop_size
         self.pad_val = pad_val
@@ -170,20 +171,20 @@ class ReIDRandomErasing(BaseTransform):
         max_attempts: int = 100,
     ) -> None:
         if not 0.0 <= prob <= 1.0:
-            raise ValueError(f'prob must be in [0, 1], got {prob}')
+            raise ConfigError(f'prob must be in [0, 1], got {prob}')
         lo, hi = area_range
         if not 0.0 < lo <= hi < 1.0:
-            raise ValueError(f'area_range must satisfy 0 < min <= max < 1, got {area_range}')
+            raise ConfigError(f'area_range must satisfy 0 < min <= max < 1, got {area_range}')
         rlo, rhi = aspect_range
         if not 0.0 < rlo <= rhi:
-            raise ValueError(f'aspect_range must satisfy 0 < min <= max, got {aspect_range}')
+            raise ConfigError(f'aspect_range must satisfy 0 < min <= max, got {aspect_range}')
         if isinstance(fill, str):
             if fill != 'random':
-                raise ValueError(f"fill must be a number, a sequence or 'random', got {fill!r}")
+                raise ConfigError(f"fill must be a number, a sequence or 'random', got {fill!r}")
         elif not isinstance(fill, Number) and len(fill) not in (1, 3):
-            raise ValueError(f'fill must hold 1 or 3 values, got {fill}')
+            raise ConfigError(f'fill must hold 1 or 3 values, got {fill}')
         if max_attempts < 1:
-            raise ValueError(f'max_attempts must be >= 1, got {max_attempts}')
+            raise ConfigError(f'max_attempts must be >= 1, got {max_attempts}')
         self.prob = float(prob)
         self.area_range = (float(lo), float(hi))
         self.aspect_range = (float(rlo), float(rhi))

@@ -7,6 +7,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop
 
 from mmdmpt.registry import HOOKS
+from mmdmpt.utils.errors import ConfigError
 
 
 def _unwrap(model):
@@ -47,7 +48,7 @@ class DataModelCheckHook(Hook):
         num_ids = meta.get('num_ids')
         head_classes = getattr(getattr(model, 'head', None), 'num_classes', None)
         if num_ids is not None and head_classes is not None and head_classes != num_ids:
-            raise ValueError(
+            raise ConfigError(
                 f'model.head.num_classes={head_classes} but the training set '
                 f'({meta.get("dataset_name", "train_dataloader.dataset")}, split '
                 f'{meta.get("split", "train")!r}) has {num_ids} identities: set '
@@ -56,7 +57,7 @@ class DataModelCheckHook(Hook):
         sampler = getattr(loader, 'sampler', None)
         sampler_batch = getattr(sampler, 'batch_size', None)
         if sampler_batch is not None and loader.batch_size != sampler_batch:
-            raise ValueError(
+            raise ConfigError(
                 f'train_dataloader.batch_size={loader.batch_size} but '
                 f'train_dataloader.sampler.batch_size={sampler_batch}: the P x K sampler '
                 'forms batches of its own batch_size, so the two must be equal.'
@@ -82,7 +83,7 @@ class DataModelCheckHook(Hook):
         if data_modalities is None or model_modalities is None:
             return
         if tuple(data_modalities) != tuple(model_modalities):
-            raise ValueError(
+            raise ConfigError(
                 f'model.backbone.modalities={tuple(model_modalities)} but '
                 f'{key}.dataset yields modalities {tuple(data_modalities)}: they must be the '
                 f'same names in the same order (set {key}.dataset.modalities or '

@@ -14,6 +14,7 @@ from mmdmpt.datasets.samplers.seeding import (
     seed_global_rngs,
 )
 from mmdmpt.registry import HOOKS
+from mmdmpt.utils.errors import ConfigError
 
 
 @HOOKS.register_module()
@@ -57,7 +58,9 @@ class ReseedHook(Hook):
 
     def __init__(self, per_iter: bool = True) -> None:
         if not isinstance(per_iter, bool):
-            raise TypeError(f'ReseedHook: per_iter must be a bool, got {per_iter!r}')
+            raise ConfigError(
+                f'ReseedHook: per_iter must be a bool, got {per_iter!r}; expected True or False'
+            )
         self.per_iter = per_iter
         self._seed_at_load: Optional[int] = None
 

@@ -12,9 +12,11 @@ from mmengine.logging import print_log
 from mmengine.structures import BaseDataElement
 
 from mmdmpt.registry import METRICS
+from mmdmpt.utils.errors import ConfigError, DataError
 
 from ..functional import evaluate_distmat, evaluate_features, re_ranking_from_features
 from ..functional._utils import check_max_rank, check_metric
+from ..functional.rerank import _check_params as check_rerank_params
 
 _RERANK_DEFAULTS = dict(k1=20, k2=6, lambda_value=0.3)
 _RERANK_KEYS = ('k1', 'k2', 'lambda_value', 'dtype', 'max_samples')
@@ -88,13 +90,16 @@ class ReIDMetric(BaseMetric):
         collect_dir: Optional[str] = None,
     ) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
-        self.metric = check_metric(metric)
+        try:
+            self.metric = check_metric(metric)
+            self.max_rank = check_max_rank(max_rank)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f'ReIDMetric (the evaluator): {exc}') from None
         self.feat_norm = bool(feat_norm)
-        self.max_rank = check_max_rank(max_rank)
         ranks = tuple(ranks)
         for k in ranks:
             if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_rank:
-                raise ValueError(
+                raise ConfigError(
                     f'Each of ranks must be an int in [1, max_rank={max_rank}], got {k!r}.'
                 )
         self.ranks = ranks
@@ -109,11 +114,16 @@ class ReIDMetric(BaseMetric):
         if isinstance(rerank, Mapping):
             unknown = set(rerank) - set(_RERANK_KEYS)
             if unknown:
-                raise ValueError(
+                raise ConfigError(
                     f'Unknown rerank options {sorted(unknown)}; allowed: {list(_RERANK_KEYS)}.'
                 )
-            return {**_RERANK_DEFAULTS, **rerank}
-        raise TypeError(f'rerank must be a bool or a dict, got {type(rerank).__name__}.')
+            kwargs = {**_RERANK_DEFAULTS, **rerank}
+            # Checked now rather than after a whole test pass.
+            check_rerank_params(
+                kwargs['k1'], kwargs['k2'], kwargs['lambda_value'], kwargs.get('dtype', 'float32')
+            )
+            return kwargs
+        raise ConfigError(f'rerank must be a bool or a dict, got {type(rerank).__name__}.')
 
     def process(
         self, data_batch: Any, data_samples: Sequence[Union[dict, BaseDataElement]]
@@ -193,12 +203,14 @@ class ReIDMetric(BaseMetric):
         query = [r for r in results if r['is_query']]
         gallery = [r for r in results if not r['is_query']]
         if not query:
-            raise ValueError(
-                f'ReIDMetric found no query samples (is_query=True) among {len(results)}.'
+            raise DataError(
+                f'ReIDMetric found no query samples (is_query=True) among {len(results)}; '
+                "evaluate on a split with queries and gallery (dataset.split='test' or 'val')."
             )
         if not gallery:
-            raise ValueError(
-                f'ReIDMetric found no gallery samples (is_query=False) among {len(results)}.'
+            raise DataError(
+                f'ReIDMetric found no gallery samples (is_query=False) among {len(results)}; '
+                "evaluate on a split with queries and gallery (dataset.split='test' or 'val')."
             )
 
         with_scene = sum(r['sceneid'] is not None for r in results)

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mmdmpt.registry import MODELS
+from mmdmpt.utils.errors import ConfigError
 
 from ..prompts import DeepPrompts, ModalityPromptGenerator
 from ..utils import (
@@ -279,7 +280,10 @@ def _parse_layers(layers: Optional[Sequence[int]], num_layers: int, name: str) -
     out = sorted({int(layer) for layer in layers})
     bad = [layer for layer in out if not 0 <= layer < num_layers]
     if bad:
-        raise ValueError(f'{name} {bad} out of range for a {num_layers}-layer tower (0-based)')
+        raise ConfigError(
+            f'model.backbone.{name}: layers {bad} out of range for a {num_layers}-layer tower; '
+            f'expected 0-based indices in [0, {num_layers - 1}]'
+        )
     return tuple(out)
 
 
@@ -386,16 +390,21 @@ class DMPTCLIPViT(BaseModule):
         super().__init__(init_cfg=init_cfg)
         modalities = tuple(modalities)
         if not modalities or len(set(modalities)) != len(modalities):
-            raise ValueError(f'modalities must be non-empty and unique, got {modalities}')
+            raise ConfigError(
+                f'modalities (model.backbone.modalities) must be non-empty and unique, got '
+                f'{modalities}'
+            )
         if feature not in FEATURE_TYPES:
-            raise ValueError(f'feature must be one of {FEATURE_TYPES}, got {feature!r}')
+            raise ConfigError(
+                f'feature (model.backbone.feature) must be one of {FEATURE_TYPES}, got {feature!r}'
+            )
         for name, value in (
             ('num_modality_prompts', num_modality_prompts),
             ('num_semantic_prompts', num_semantic_prompts),
             ('num_bind_prompts', num_bind_prompts),
         ):
             if int(value) < 0:
-                raise ValueError(f'{name} must be >= 0, got {value}')
+                raise ConfigError(f'{name} (model.backbone.{name}) must be >= 0, got {value}')
         self.modalities = modalities
         self.num_modalities = len(modalities)
         self.img_size = (int(img_size[0]), int(img_size[1]))
@@ -474,8 +483,9 @@ class DMPTCLIPViT(BaseModule):
             (layer * text_layers) // num_layers for layer in self.msp_layers
         )
         if feature == 'cls_prompt' and not self.sp_layers:
-            raise ValueError(
-                "feature='cls_prompt' needs semantic prompts (num_semantic_prompts > 0)"
+            raise ConfigError(
+                "feature='cls_prompt' (model.backbone.feature) needs semantic prompts "
+                '(num_semantic_prompts > 0 and semantic_prompt_layers not empty)'
             )
 
         self.modality_prompts = (
@@ -544,7 +554,7 @@ class DMPTCLIPViT(BaseModule):
         if isinstance(words, dict):
             missing = [m for m in modalities if m not in words]
             if missing:
-                raise ValueError(
+                raise ConfigError(
                     f'modalities={modalities} (model.backbone.modalities): no modality word '
                     f'for {missing}; expected names among {tuple(DEFAULT_MODALITY_WORDS)} (the '
                     'modalities the datasets yield), or modality_words=dict(name=word, ...) '
@@ -553,8 +563,9 @@ class DMPTCLIPViT(BaseModule):
             return tuple(str(words[m]) for m in modalities)
         words = tuple(str(w) for w in words)
         if len(words) != len(modalities):
-            raise ValueError(
-                f'{len(words)} modality words for {len(modalities)} modalities {modalities}'
+            raise ConfigError(
+                f'{len(words)} modality words (model.backbone.modality_words) for '
+                f'{len(modalities)} modalities {modalities}; expected one word per modality'
             )
         return words
 
@@ -565,7 +576,10 @@ class DMPTCLIPViT(BaseModule):
         first_sp = min(self.sp_layers) if self.sp_layers else None
         if isinstance(bind_layers, str):
             if bind_layers != 'auto':
-                raise ValueError(f"bind_layers must be 'auto' or a sequence, got {bind_layers!r}")
+                raise ConfigError(
+                    f"bind_layers (model.backbone.bind_layers) must be 'auto' or a sequence, got "
+                    f'{bind_layers!r}'
+                )
             if first_sp is None:
                 return ()
             start = max(1, num_layers // 2 - 1, first_sp + 1)
@@ -574,19 +588,19 @@ class DMPTCLIPViT(BaseModule):
         if not layers:
             return ()
         if first_sp is None:
-            raise ValueError(
+            raise ConfigError(
                 'PromptIBind binds semantic prompt outputs: bind_layers needs '
                 'num_semantic_prompts > 0 (or set num_bind_prompts=0 / bind_layers=()).'
             )
         bad = [layer for layer in layers if not 1 <= layer <= num_layers - 2]
         if bad:
-            raise ValueError(
+            raise ConfigError(
                 f'bind_layers {bad} invalid for {num_layers} layers: a bind layer l needs the '
                 f'previous layer and a next layer, i.e. 1 <= l <= {num_layers - 2}.'
             )
         early = [layer for layer in layers if layer - 1 < first_sp]
         if early:
-            raise ValueError(
+            raise ConfigError(
                 f'bind_layers {early} come before any semantic prompt output (first semantic '
                 f'prompt layer is {first_sp}); each bind layer l needs semantic prompts at a '
                 'layer <= l - 1.'

@@ -7,6 +7,7 @@ import torch
 from mmengine.model import BaseDataPreprocessor
 
 from mmdmpt.registry import MODELS
+from mmdmpt.utils.errors import ConfigError
 
 _MODALITIES = ('rgb', 'nir', 'tir')
 
@@ -21,7 +22,10 @@ def _triplet(value, what: str) -> List[float]:
     if len(values) == 1:
         values *= 3
     if len(values) != 3:
-        raise ValueError(f'{what} must be a number or hold 3 values (one per channel), got {value}')
+        raise ConfigError(
+            f'data_preprocessor.{what} must be a number or hold 3 values (one per channel), '
+            f'got {value}'
+        )
     return values
 
 
@@ -65,15 +69,16 @@ class MultiModalDataPreprocessor(BaseDataPreprocessor):
             modalities = tuple(modalities)
             for name in modalities:
                 if name not in _MODALITIES:
-                    raise ValueError(
-                        f'unknown modality {name!r} in modalities; expected names among '
+                    raise ConfigError(
+                        f'unknown modality {name!r} in modalities '
+                        f'(data_preprocessor.modalities={modalities}); expected names among '
                         f'{_MODALITIES}'
                     )
         self.modalities = modalities
         mean_t, self._mean_keys = self._parse_stats(mean, 'mean')
         std_t, self._std_keys = self._parse_stats(std, 'std')
         if (std_t <= 0).any():
-            raise ValueError(f'std values must be positive, got {std}')
+            raise ConfigError(f'data_preprocessor.std: std values must be positive, got {std}')
         # (K, 3): K = 1 (shared), M (per position) or len(dict) (per name).
         self.register_buffer('mean', mean_t, persistent=False)
         self.register_buffer('std', std_t, persistent=False)
@@ -83,8 +88,9 @@ class MultiModalDataPreprocessor(BaseDataPreprocessor):
             keys = tuple(value)
             for name in keys:
                 if name not in _MODALITIES:
-                    raise ValueError(
-                        f'unknown modality {name!r} in {what}; expected names among {_MODALITIES}'
+                    raise ConfigError(
+                        f'unknown modality {name!r} in {what} (data_preprocessor.{what}); '
+                        f'expected names among {_MODALITIES}'
                     )
             rows = [_triplet(value[k], f'{what}[{k!r}]') for k in keys]
             return torch.tensor(rows, dtype=torch.float32), keys
@@ -94,9 +100,10 @@ class MultiModalDataPreprocessor(BaseDataPreprocessor):
             return torch.tensor([_triplet(value, what)], dtype=torch.float32), None
         rows = [_triplet(v, f'{what}[{i}]') for i, v in enumerate(value)]
         if self.modalities is not None and len(rows) != len(self.modalities):
-            raise ValueError(
+            raise ConfigError(
                 f'{what} holds {len(rows)} per-modality entries but modalities='
-                f'{self.modalities} has {len(self.modalities)}'
+                f'{self.modalities} has {len(self.modalities)} (data_preprocessor.{what}); '
+                'expected one entry per modality'
             )
         return torch.tensor(rows, dtype=torch.float32), None
 
@@ -104,19 +111,23 @@ class MultiModalDataPreprocessor(BaseDataPreprocessor):
         """(1 or M, 3) statistics for a batch of M modalities."""
         if keys is None:
             if stats.shape[0] not in (1, m):
-                raise ValueError(
+                raise ConfigError(
                     f'{what} holds {stats.shape[0]} per-modality entries but the batch has '
-                    f'{m} modalities'
+                    f'{m} modalities; set data_preprocessor.{what} to one entry per modality '
+                    'the dataset yields (dataset.modalities)'
                 )
             return stats
         if modalities is None:
-            raise ValueError(
+            raise ConfigError(
                 f'{what} is given per modality name {keys} but neither the preprocessor '
                 '(modalities=...) nor the data samples (metainfo "modalities") give the order'
             )
         missing = [name for name in modalities if name not in keys]
         if missing:
-            raise ValueError(f'{what} has no entry for modalities {missing} (it has {keys})')
+            raise ConfigError(
+                f'{what} has no entry for modalities {missing} (it has {keys}); add them to '
+                f'data_preprocessor.{what}'
+            )
         return stats[[keys.index(name) for name in modalities]]
 
     def forward(self, data: dict, training: bool = False) -> Dict[str, object]:
@@ -157,9 +168,10 @@ class MultiModalDataPreprocessor(BaseDataPreprocessor):
             )
         n, m = inputs.shape[:2]
         if self.modalities is not None and m != len(self.modalities):
-            raise ValueError(
+            raise ConfigError(
                 f'MultiModalDataPreprocessor: batch has {m} modalities but modalities='
-                f'{self.modalities}'
+                f'{self.modalities} (data_preprocessor.modalities); expected the same '
+                'modalities as the dataset (dataset.modalities)'
             )
         if data_samples is not None and len(data_samples) != n:
             raise ValueError(
@@ -175,9 +187,10 @@ class MultiModalDataPreprocessor(BaseDataPreprocessor):
                 if modalities is None:
                     modalities = declared
                 elif declared != modalities:
-                    raise ValueError(
+                    raise ConfigError(
                         f'MultiModalDataPreprocessor: sample modalities {declared} differ from '
-                        f'{modalities}'
+                        f'{modalities}; expected data_preprocessor.modalities and '
+                        'dataset.modalities to be the same names in the same order'
                     )
             mask = sample.metainfo.get('modality_mask')
             if mask is not None:

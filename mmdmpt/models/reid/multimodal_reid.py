@@ -11,6 +11,7 @@ from mmengine.model import BaseModel
 from torch import nn
 
 from mmdmpt.registry import MODELS
+from mmdmpt.utils.errors import ConfigError
 
 from ..utils import count_parameters, stack_modality_mask
 
@@ -94,9 +95,10 @@ class MultiModalReID(BaseModel):
         in_channels = getattr(self.head, 'in_channels', None)
         known = None not in (out_channels, num_mod, in_channels)
         if known and in_channels != num_mod * out_channels:
-            raise ValueError(
-                f'head.in_channels={in_channels} but the backbone gives {num_mod} modalities x '
-                f'{out_channels} channels = {num_mod * out_channels}'
+            raise ConfigError(
+                f'head.in_channels={in_channels} (model.head.in_channels) but the backbone gives '
+                f'{num_mod} modalities x {out_channels} channels = {num_mod * out_channels}; '
+                f'set model.head.in_channels={num_mod * out_channels}'
             )
         if getattr(self.head, 'requires_alignment', False):
             self.head.init_alignment(

@@ -8,6 +8,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from mmengine.logging import print_log
 
+from mmdmpt.utils.errors import ConfigError
+
 from .clip_weights import CLIPWeightsError, resize_visual_pos_embed
 
 # Keys that ``open_clip.model.CLIP`` takes besides the tower configs.
@@ -33,8 +35,9 @@ def resolve_clip_config(
         ``embed_dim``, ``vision_cfg``, ``text_cfg`` and optional CLIP kwargs.
 
     Raises:
-        ValueError: For unknown names, non-ViT towers (timm, ResNet, HF text)
-            or an image size that the patch size does not divide.
+        ConfigError: For unknown names, a value that is neither a name nor a
+            dict, non-ViT towers (timm, ResNet, HF text) or an image size that
+            the patch size does not divide (a ``ValueError``).
     """
     import open_clip
 
@@ -42,47 +45,62 @@ def resolve_clip_config(
     if isinstance(clip_model, str):
         cfg = open_clip.get_model_config(clip_model)
         if cfg is None:
-            raise ValueError(
-                f'Unknown open_clip model {clip_model!r}. Use a name from '
-                'open_clip.list_models() (e.g. "ViT-B-16") or a dict config with embed_dim, '
-                'vision_cfg and text_cfg.'
+            raise ConfigError(
+                f'Unknown open_clip model {clip_model!r} (model.backbone.clip_model). Use a '
+                'name from open_clip.list_models() (e.g. "ViT-B-16") or a dict config with '
+                'embed_dim, vision_cfg and text_cfg.'
             )
         model_name = clip_model
         cfg = copy.deepcopy(cfg)
     elif isinstance(clip_model, dict):
         cfg = copy.deepcopy(dict(clip_model))
     else:
-        raise TypeError(f'clip_model must be a str or dict, got {type(clip_model).__name__}')
+        raise ConfigError(
+            f'clip_model (model.backbone.clip_model) must be an open_clip model name or a dict, '
+            f'got {type(clip_model).__name__} {clip_model!r}'
+        )
     missing = [k for k in ('embed_dim', 'vision_cfg', 'text_cfg') if k not in cfg]
     if missing:
-        raise ValueError(f'clip_model config lacks {missing}')
+        raise ConfigError(
+            f'the clip_model dict (model.backbone.clip_model) lacks {missing}; expected '
+            'embed_dim, vision_cfg and text_cfg (open_clip model config fields)'
+        )
     quick_gelu = cfg.pop('quick_gelu', None)
     vision = dict(cfg['vision_cfg'])
     text = dict(cfg['text_cfg'])
     if vision.get('timm_model_name') or isinstance(vision.get('layers', 12), (list, tuple)):
-        raise ValueError(
+        raise ConfigError(
             'DMPT needs an open_clip VisionTransformer image tower; timm and ResNet towers '
             f'are not supported (clip_model={clip_model!r}).'
         )
     if text.get('hf_model_name'):
-        raise ValueError(f'HuggingFace text towers are not supported (clip_model={clip_model!r}).')
+        raise ConfigError(f'HuggingFace text towers are not supported (clip_model={clip_model!r}).')
     for key in ('attentional_pool', 'final_ln_after_pool'):
         if vision.get(key):
-            raise ValueError(f'vision_cfg.{key} is not supported by DMPT.')
+            raise ConfigError(
+                f'clip_model vision_cfg.{key} is not supported by DMPT; remove it or set it '
+                'to False.'
+            )
     if vision.get('pool_type', 'tok') != 'tok':
-        raise ValueError('DMPT uses the class token: vision_cfg.pool_type must be "tok".')
+        raise ConfigError(
+            'DMPT uses the class token: clip_model vision_cfg.pool_type must be "tok", got '
+            f'{vision.get("pool_type")!r}.'
+        )
     if 'heads' in vision:
         heads = int(vision.pop('heads'))
         width = int(vision.get('width', 768))
         if width % heads:
-            raise ValueError(f'vision width {width} is not divisible by heads={heads}')
+            raise ConfigError(
+                f'clip_model vision_cfg: width {width} is not divisible by heads={heads}; '
+                'expected heads dividing the width'
+            )
         vision['head_width'] = width // heads
     patch = vision.get('patch_size', 16)
     ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
     height, width = int(img_size[0]), int(img_size[1])
     if height % ph or width % pw:
         near = (max(ph, round(height / ph) * ph), max(pw, round(width / pw) * pw))
-        raise ValueError(
+        raise ConfigError(
             f'img_size={tuple(img_size)} (model.backbone.img_size, (H, W)) is not divisible by '
             f'the patch size {patch} of the CLIP model: expected H a multiple of {ph} and W a '
             f'multiple of {pw}, e.g. {near} (resize the images in the pipeline to match)'
@@ -187,10 +205,16 @@ def _find_word_positions(
             -1,
         )
         if start < 0:
-            raise ValueError(f'Could not locate {word!r} in the tokenised prompt {text!r}')
+            raise ConfigError(
+                f'Could not locate {word!r} in the tokenised prompt {text!r}; check the '
+                'prompt template and the modality words'
+            )
     full = [tokenizer.sot_token_id, *ids, tokenizer.eot_token_id]
     if len(full) > context_length:
-        raise ValueError(f'Prompt {text!r} is longer than the context length {context_length}')
+        raise ConfigError(
+            f'Prompt {text!r} is longer than the context length {context_length} of the text '
+            'tower; use a shorter prompt template'
+        )
     positions = list(range(1 + start, 1 + start + len(word_ids)))
     return full, positions
 
@@ -223,12 +247,12 @@ def extract_modality_knowledge(
     from open_clip.transformer import text_global_pool
 
     if '{modality}' not in template:
-        raise ValueError(f'template must contain "{{modality}}", got {template!r}')
+        raise ConfigError(f'template must contain "{{modality}}", got {template!r}')
     tokenizer = _get_tokenizer()
     context_length = int(clip.context_length)
     vocab_size = int(clip.vocab_size)
     if vocab_size < tokenizer.vocab_size:
-        raise ValueError(
+        raise ConfigError(
             f'The text tower has vocab_size={vocab_size} but the CLIP tokenizer needs '
             f'{tokenizer.vocab_size}; use vocab_size=49408 in text_cfg.'
         )

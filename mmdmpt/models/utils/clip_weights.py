@@ -27,6 +27,8 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from mmdmpt.utils.errors import CheckpointError
+
 ACCEPTED_FORMATS = (
     "OpenAI's TorchScript archive (e.g. ViT-B-16.pt), "
     'an open_clip state dict saved with torch.save (.pt/.pth/.bin, optionally nested under '
@@ -48,8 +50,16 @@ _CUSTOM_TEXT_PREFIXES = (
 )
 
 
-class CLIPWeightsError(ValueError):
-    """A CLIP weight file could not be read or does not fit the model."""
+class CLIPWeightsError(CheckpointError, ValueError):
+    """A CLIP weight file could not be read or does not fit the model.
+
+    A user error (:class:`~mmdmpt.utils.errors.CheckpointError`); still a
+    ``ValueError``, as it was before the user-error types existed.
+    """
+
+
+class CLIPWeightsNotFoundError(CheckpointError, FileNotFoundError):
+    """A CLIP weight file does not exist (a ``FileNotFoundError`` too)."""
 
 
 def _is_torchscript_archive(path: str) -> bool:
@@ -184,13 +194,14 @@ def load_clip_weights(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
         a training script) and ``openai_layout`` (see :func:`is_openai_layout`).
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
+        CLIPWeightsNotFoundError: If ``path`` does not exist (a
+            ``FileNotFoundError``).
         CLIPWeightsError: If the file is corrupt, holds pickled code or no
             tensors (the message names the file and the accepted formats).
     """
     path = os.fspath(path)
     if not osp.isfile(path):
-        raise FileNotFoundError(
+        raise CLIPWeightsNotFoundError(
             f'CLIP weight file not found: {path}. Accepted formats: {ACCEPTED_FORMATS}. '
             'Weights are never downloaded; put the file there (e.g. OpenAI ViT-B-16.pt in '
             'checkpoints/) or set pretrained=None for random weights.'

@@ -246,8 +246,10 @@ def test_converter(openai_archive, tmp_path, dtype, capsys):
 def test_converter_refuses_non_openai(tiny_weights, tmp_path, capsys):
     tool = _load_tool('tools/model_converters/openai_to_safetensors.py')
     dst = tmp_path / 'x.safetensors'
-    assert tool.main([tiny_weights, str(dst)]) == 1
-    assert 'not an OpenAI' in capsys.readouterr().err
+    assert tool.run_tool(tool.main, [tiny_weights, str(dst)]) == 2  # a user error
+    err = capsys.readouterr().err
+    assert 'checkpoint error' in err and 'not an OpenAI CLIP archive' in err
+    assert '--allow-non-openai' in err and 'Traceback' not in err
     assert not dst.exists()
     assert tool.main([tiny_weights, str(dst), '--allow-non-openai']) == 0
     assert load_clip_weights(str(dst))[1]['quick_gelu'] is False
