@@ -7,7 +7,8 @@ MIN_PYTHON := 3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmdmpt-installed
-REQS := requirements/runtime.txt requirements/tests.txt requirements/constraints.txt setup.py
+REQS := requirements/runtime.txt requirements/tests.txt requirements/faiss.txt requirements/deploy.txt \
+	requirements/constraints.txt setup.py
 
 .PHONY: demo test lint format install clean-demo check-python
 
@@ -19,7 +20,8 @@ check-python:
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(MAKE) -s --no-print-directory check-python
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c requirements/constraints.txt -r requirements/runtime.txt -r requirements/tests.txt
+	$(PY) -m pip install -q -c requirements/constraints.txt -r requirements/runtime.txt \
+		-r requirements/tests.txt -r requirements/faiss.txt -r requirements/deploy.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 

@@ -41,6 +41,12 @@ setup(
     python_requires='>=3.10',  # torch 2.14; the pinned set (make) needs 3.11
     license='Apache License 2.0',
     install_requires=parse_requirements('requirements/runtime.txt'),
-    extras_require={'tests': parse_requirements('requirements/tests.txt')},
+    extras_require={
+        'tests': parse_requirements('requirements/tests.txt'),
+        # exact and approximate search of large galleries (tools/search.py --backend faiss)
+        'faiss': parse_requirements('requirements/faiss.txt'),
+        # ONNX export and its onnxruntime check (tools/deployment/pytorch2onnx.py)
+        'deploy': parse_requirements('requirements/deploy.txt'),
+    },
     zip_safe=False,
 )

@@ -37,6 +37,9 @@ TINY_CLIP = dict(
     text_cfg=dict(width=64, layers=2, heads=2, context_length=77, vocab_size=49408),
 )
 TINY_IMG_SIZE = (64, 32)
+#: The classifier size used for configs with ``num_classes='auto'`` (no data
+#: here): RGBNT201's 171 training identities.
+AUTO_NUM_CLASSES = 171
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, steps: int, warmup: int) -> None:
@@ -208,9 +211,9 @@ def load_model_cfg(
         backbone['img_size'] = TINY_IMG_SIZE
         if backbone.get('bind_layers'):
             backbone['bind_layers'] = 'auto'
-        num_mod = len(backbone.get('modalities', ('rgb', 'nir', 'tir')))
-        model['head']['in_channels'] = num_mod * TINY_CLIP['vision_cfg']['width']
     backbone.update(overrides or {})
+    if model['head'].get('num_classes') == 'auto':  # the Runner reads it from the data
+        model['head']['num_classes'] = AUTO_NUM_CLASSES
     model.pop('data_preprocessor', None)  # inputs are made already normalised
     return model
 

@@ -1,7 +1,7 @@
 """Training-pipeline throughput per data-loading worker, for every dataset layout.
 
 For each layout a small synthetic tree is written with
-:func:`mmdmpt.datasets.synthetic.make_synthetic` (the generator behind
+:func:`mmdmpt.testing.make_synthetic` (the generator behind
 ``tools/dataset_converters/make_synthetic.py``) into a temporary folder (or
 ``--work-dir``), the training dataset is built from
 ``configs/_base_/datasets/<layout>_*.py`` (its ``train_dataloader.dataset``
@@ -84,7 +84,7 @@ def build_train_dataset(layout: str, data_root: str):
 
 def measure_layout(args: argparse.Namespace, layout: str, root: str) -> Dict[str, float]:
     """Write a tree, build the train dataset and time ``dataset[i]``."""
-    from mmdmpt.datasets.synthetic import make_synthetic
+    from mmdmpt.testing import make_synthetic
 
     tree = osp.join(root, layout)
     start = time.perf_counter()

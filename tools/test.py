@@ -78,15 +78,17 @@ def merge_args(cfg, args: argparse.Namespace):
 
     cfg.load_from = args.checkpoint
 
-    if args.missing is not None or args.show_dir is not None:
+    if args.missing is not None:
         test_cfg = dict(cfg.get('test_cfg') or {})
         test_cfg['type'] = 'ReIDTestLoop'
-        if args.missing is not None:
-            test_cfg['missing'] = args.missing
-        if args.show_dir is not None:
-            test_cfg['show_dir'] = args.show_dir
-            test_cfg['show_num'] = args.show_num
+        test_cfg['missing'] = args.missing
         cfg.test_cfg = test_cfg
+    if args.show_dir is not None:
+        hooks = cfg.get('default_hooks') or {}
+        hook = dict(hooks.get('rank_list') or dict(type='RankListHook'))
+        hook.update(enable=True, out_dir=args.show_dir, num_queries=args.show_num)
+        hooks['rank_list'] = hook
+        cfg.default_hooks = hooks
 
     if args.out is not None:
         test_cfg = dict(cfg.get('test_cfg') or {})

@@ -11,6 +11,9 @@ default_hooks = dict(
     # epoch is what we report (see configs/dmpt/README.md).
     checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=2),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # Rank-list pictures of the first test evaluation, drawn through the
+    # visualizer below; `tools/test.py --show-dir DIR` turns it on.
+    rank_list=dict(type='RankListHook', enable=False),
 )
 
 # Checkpoints of ours hold only tensors and primitive values, so they load
@@ -38,7 +41,7 @@ env_cfg = dict(
 # A text log and a scalar log (vis_data/scalars.json) per run. For TensorBoard
 # add dict(type='TensorboardVisBackend') (needs `pip install tensorboard`).
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='Visualizer', vis_backends=vis_backends)
+visualizer = dict(type='ReIDVisualizer', vis_backends=vis_backends)
 
 log_processor = dict(by_epoch=True, window_size=10)
 log_level = 'INFO'

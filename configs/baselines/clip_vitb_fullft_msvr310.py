@@ -9,7 +9,6 @@ _base_ = [
 
 model = dict(
     backbone=dict(img_size=(128, 256), object_name='vehicle'),
-    head=dict(num_classes=155),
 )
 
 # A whole CLIP tower needs a far smaller step than prompts (CLIP-ReID's choice).

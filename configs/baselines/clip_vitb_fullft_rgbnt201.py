@@ -9,7 +9,6 @@ _base_ = [
 
 model = dict(
     backbone=dict(img_size=(256, 128), object_name='person'),
-    head=dict(num_classes=171),
 )
 
 # A whole CLIP tower needs a far smaller step than prompts (CLIP-ReID's choice).

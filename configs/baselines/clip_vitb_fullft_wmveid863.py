@@ -9,9 +9,6 @@ _base_ = [
 
 model = dict(
     backbone=dict(img_size=(128, 256), object_name='vehicle'),
-    # Training ids of WMVeID863 as reported by its authors (not confirmed from a
-    # file list here); training stops at start-up if the data disagree.
-    head=dict(num_classes=603),
 )
 
 # A whole CLIP tower needs a far smaller step than prompts (CLIP-ReID's choice).

@@ -7,5 +7,4 @@ _base_ = [
 
 model = dict(
     backbone=dict(img_size=(128, 256), object_name='vehicle'),
-    head=dict(num_classes=155),
 )

@@ -7,5 +7,4 @@ _base_ = [
 
 model = dict(
     backbone=dict(img_size=(256, 128), object_name='person'),
-    head=dict(num_classes=171),
 )

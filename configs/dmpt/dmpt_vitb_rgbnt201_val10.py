@@ -7,6 +7,5 @@ _base_ = ['./dmpt_vitb_rgbnt201.py']
 val_fraction = 0.1
 train_dataloader = dict(dataset=dict(val_fraction=val_fraction))
 val_dataloader = dict(dataset=dict(split='val', val_fraction=val_fraction))
-model = dict(head=dict(num_classes=154))  # 171 - round(0.1 * 171) training ids
 default_hooks = dict(checkpoint=dict(save_best='reid/mAP', rule='greater'))
 train_cfg = dict(val_interval=5)

@@ -7,7 +7,4 @@ _base_ = [
 
 model = dict(
     backbone=dict(img_size=(128, 256), object_name='vehicle'),
-    # Training ids of WMVeID863 as reported by its authors (not confirmed from a
-    # file list here); training stops at start-up if the data disagree.
-    head=dict(num_classes=603),
 )

@@ -21,10 +21,16 @@ from mmengine.registry import DefaultScope
 from mmengine.utils import ProgressBar
 from torch.utils.data import DataLoader, Dataset
 
+from mmdmpt.datasets.transforms.loading import (
+    LOADER_TYPES,
+    decode_bgr,
+    set_missing_in_pipeline,
+)
 from mmdmpt.engine.config_check import check_cfg_options
 from mmdmpt.engine.launch import load_config
 from mmdmpt.engine.prepare import fill_data_settings, prepare_config
 from mmdmpt.registry import MODELS
+from mmdmpt.structures import MODALITIES, ReIDFeatures, parse_missing, sample_record
 from mmdmpt.utils.checkpoint import check_checkpoint_file, load_model_weights, read_checkpoint
 from mmdmpt.utils.errors import CheckpointError, ConfigError, DataError, DataNotFoundError
 
@@ -35,8 +41,6 @@ __all__ = [
     'extract_dataset_features',
 ]
 
-DEFAULT_MODALITIES = ('rgb', 'nir', 'tir')
-LOADER_TYPES = ('LoadMultiModalImages', 'mmdmpt.LoadMultiModalImages')
 
 ImageInput = Union[str, os.PathLike, np.ndarray, None]
 SampleInput = Mapping
@@ -271,12 +275,10 @@ class ReIDInferencer:
         mods = getattr(backbone, 'modalities', None)
         if mods is None:
             mods = self.cfg.get('test_dataloader', {}).get('dataset', {}).get('modalities')
-        return tuple(mods) if mods else DEFAULT_MODALITIES
+        return tuple(mods) if mods else MODALITIES
 
     # ----------------------------------------------------------- inputs
     def _read(self, path: Union[str, os.PathLike], modality: str) -> np.ndarray:
-        from mmdmpt.datasets.transforms import decode_bgr
-
         path = os.fspath(path)
         if self.backend_args is None and not osp.isfile(path):
             raise DataNotFoundError(f'{modality} image file not found: {path}')
@@ -458,9 +460,7 @@ def _build_loader(
             dataset=loader_cfg,
         )
     if missing:
-        from mmdmpt.engine.loops import parse_missing, set_missing_in_pipeline
-
-        modalities = loader_cfg['dataset'].get('modalities', DEFAULT_MODALITIES)
+        modalities = loader_cfg['dataset'].get('modalities', MODALITIES)
         names = parse_missing(missing, modalities)
         if len(names) != 1:
             raise ValueError('missing="all" is not supported here; name the modalities to drop')
@@ -476,15 +476,6 @@ def _build_loader(
     scope = cfg.get('default_scope', 'mmdmpt') if cfg is not None else 'mmdmpt'
     with DefaultScope.overwrite_default_scope(scope or 'mmdmpt'):
         return Runner.build_dataloader(loader_cfg)
-
-
-def _meta_int(sample: Any, key: str, default: int) -> int:
-    value = sample.get(key, None)
-    if value is None:
-        return default
-    if isinstance(value, torch.Tensor):
-        value = value.reshape(-1)[0].item()
-    return int(value)
 
 
 @torch.no_grad()
@@ -522,7 +513,7 @@ def extract_dataset_features(
         progress (bool): Show a progress bar. Defaults to True.
 
     Returns:
-        dict: A features dict (see :mod:`mmdmpt.apis.features`): ``feats``,
+        ReIDFeatures: A features dict (see :mod:`mmdmpt.structures.reid_features`): ``feats``,
         ``pids``, ``camids``, ``sceneids``, ``is_query``, ``sample_idx``,
         ``modality_mask``, ``img_paths``, ``modalities``, ``has_scenes``,
         ``normalized``, ``missing`` and ``dataset_name``.
@@ -546,25 +537,15 @@ def extract_dataset_features(
     metainfo = getattr(dataset, 'metainfo', {}) or {}
     net.eval()
     bar = ProgressBar(len(dataset)) if progress and get_dist_info()[0] == 0 else None
-    feats, pids, camids, sceneids, is_query, sample_idx, masks, paths = ([] for _ in range(8))
+    records = []
     modalities = None
     for batch in loader:
         processed = net.data_preprocessor(batch, False)
         samples = processed['data_samples']
         out = net(processed['inputs'], samples, mode='tensor')
-        feats.append(out.float().cpu())
-        num_mod = int(processed['inputs'].shape[1])
-        for sample in samples:
-            pids.append(_meta_int(sample, 'gt_label', -1))
-            camids.append(_meta_int(sample, 'camid', -1))
-            sceneids.append(_meta_int(sample, 'sceneid', -1))
-            is_query.append(bool(_meta_int(sample, 'is_query', 0)))
-            sample_idx.append(_meta_int(sample, 'sample_idx', len(sample_idx)))
-            mask = sample.get('modality_mask', None)
-            if mask is None:
-                mask = torch.ones(num_mod, dtype=torch.bool)
-            masks.append(torch.as_tensor(mask, dtype=torch.bool).cpu())
-            paths.append([str(p) for p in sample.get('img_paths', None) or []])
+        for sample, feature in zip(samples, out):
+            sample.set_field(feature, 'pred_feature', field_type='data')
+            records.append(sample_record(sample))
             if modalities is None and sample.get('modalities', None) is not None:
                 modalities = [str(m) for m in sample.modalities]
         if bar is not None:
@@ -572,32 +553,23 @@ def extract_dataset_features(
     if bar is not None:
         bar.file.write('\n')  # end the progress bar line
         bar.file.flush()
-    if not feats:
+    if not records:
         raise DataError('the dataset is empty')
-    feats = torch.cat(feats)
-    if normalize:
-        feats = F.normalize(feats, dim=1)
-    sceneids_t = torch.tensor(sceneids, dtype=torch.int64)
-    if modalities is None:
-        modalities = list(metainfo.get('modalities', DEFAULT_MODALITIES[: masks[0].numel()]))
+    if modalities is None and metainfo.get('modalities'):
+        modalities = list(metainfo['modalities'])
     if missing is None:
         missing_list: List[str] = []
     elif isinstance(missing, str):
         missing_list = [m.strip() for m in missing.split(',') if m.strip()]
     else:
         missing_list = list(missing)
-    return dict(
-        feats=feats,
-        pids=torch.tensor(pids, dtype=torch.int64),
-        camids=torch.tensor(camids, dtype=torch.int64),
-        sceneids=sceneids_t,
-        is_query=torch.tensor(is_query, dtype=torch.bool),
-        sample_idx=torch.tensor(sample_idx, dtype=torch.int64),
-        modality_mask=torch.stack(masks),
-        img_paths=paths,
-        modalities=modalities,
-        has_scenes=bool((sceneids_t >= 0).all()),
-        normalized=bool(normalize),
+    features = ReIDFeatures.from_records(
+        records,
+        modalities,
         missing=missing_list,
         dataset_name=str(metainfo.get('dataset_name', '')),
     )
+    if normalize:
+        features['feats'] = F.normalize(features['feats'], dim=1)
+        features['normalized'] = True
+    return features

@@ -1,4 +1,6 @@
-from .base import MODALITIES, BaseMultiModalReIDDataset
+from mmdmpt.structures import MODALITIES
+
+from .base import BaseMultiModalReIDDataset
 from .msvr310 import MSVR310
 from .rgbnt100 import RGBNT100
 from .rgbnt201 import RGBNT201
@@ -10,6 +12,8 @@ from .transforms import (
     PackMultiModalReIDInputs,
     ReIDRandomCrop,
     ReIDRandomErasing,
+    load_sample_images,
+    set_missing_in_pipeline,
 )
 from .verify import BadFile, SplitReport, VerifyReport, default_num_workers, verify_dataset
 from .wmveid863 import WMVeID863
@@ -28,6 +32,8 @@ __all__ = [
     'default_num_workers',
     'IdentitySampler',
     'LoadMultiModalImages',
+    'load_sample_images',
+    'set_missing_in_pipeline',
     'PackMultiModalReIDInputs',
     'ReIDRandomCrop',
     'ReIDRandomErasing',

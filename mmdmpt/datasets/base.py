@@ -26,49 +26,15 @@ import numpy as np
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
+from mmdmpt.structures import MODALITIES, check_modalities
 from mmdmpt.utils.errors import ConfigError, DataError, DataNotFoundError
-
-from .samplers.seeding import seeded_rngs
-
-#: Canonical modality names, in the default order.
-MODALITIES: Tuple[str, ...] = ('rgb', 'nir', 'tir')
+from mmdmpt.utils.seeding import seeded_rngs
 
 #: File extensions read as images (compared case-insensitively).
 IMG_EXTENSIONS: Tuple[str, ...] = ('.jpg', '.jpeg', '.png', '.bmp')
 
 #: Split names a dataset accepts.
 SPLITS: Tuple[str, ...] = ('train', 'query', 'gallery', 'test', 'val')
-
-
-def check_modalities(modalities: Sequence[str], key: str = 'modalities') -> Tuple[str, ...]:
-    """Validate a selection of modality names.
-
-    Args:
-        modalities (Sequence[str]): Names among ``('rgb', 'nir', 'tir')``;
-            order is kept.
-        key (str): The config key the names come from, for the messages.
-            Defaults to ``'modalities'``.
-
-    Returns:
-        tuple[str]: The names as a tuple.
-
-    Raises:
-        ConfigError: If the selection is empty, repeats a name or holds an
-            unknown name.
-    """
-    if isinstance(modalities, str):
-        modalities = (modalities,)
-    modalities = tuple(modalities)
-    if not modalities:
-        raise ConfigError(f'{key} must be a non-empty subset of {MODALITIES}, got ()')
-    for name in modalities:
-        if name not in MODALITIES:
-            raise ConfigError(
-                f'{key}={modalities}: unknown modality {name!r}; expected names among {MODALITIES}'
-            )
-    if len(set(modalities)) != len(modalities):
-        raise ConfigError(f'{key} must not repeat a name, got {modalities}')
-    return modalities
 
 
 def is_image_file(name: str) -> bool:
@@ -276,7 +242,9 @@ class BaseMultiModalReIDDataset(BaseDataset):
                 'data/RGBNT201), set dataset.data_root or pass --data-root'
             )
         self.split = split
-        self.modalities = check_modalities(modalities, 'dataset.modalities')
+        self.modalities = check_modalities(
+            modalities, 'dataset.modalities', allowed=self.known_modalities()
+        )
         self.val_fraction = float(val_fraction)
         self.val_seed = int(val_seed)
         if test_mode is None:
@@ -296,6 +264,12 @@ class BaseMultiModalReIDDataset(BaseDataset):
         # Set here (not through ``metainfo=``, whose string values BaseDataset
         # tries to read as file names); also set by ``load_data_list``.
         self._metainfo.update(self._static_metainfo())
+
+    @classmethod
+    def known_modalities(cls) -> Optional[Tuple[str, ...]]:
+        """The modality names this reader knows (its folders or tiles); None for any."""
+        names = tuple(cls.MODALITY_FOLDERS) or tuple(getattr(cls, 'TILE_INDICES', {}))
+        return names or None
 
     def _static_metainfo(self) -> dict:
         return dict(

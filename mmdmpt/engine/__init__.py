@@ -1,5 +1,5 @@
 from .hooks import *  # noqa: F401,F403
-from .loops import ReIDTestLoop, format_table, parse_missing
+from .loops import ReIDTestLoop, format_table
 from .optim_wrappers import AmpNonFiniteCheckOptimWrapper, NonFiniteCheckOptimWrapper
 from .runner import ReIDRunner
 
@@ -9,5 +9,4 @@ __all__ = [
     'ReIDRunner',
     'ReIDTestLoop',
     'format_table',
-    'parse_missing',
 ]

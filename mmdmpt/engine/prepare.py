@@ -4,12 +4,14 @@ A config names its data once, at the top level::
 
     dataset_type = 'RGBNT201'
     data_root = 'data/RGBNT201/'
+    modalities = ('rgb', 'nir', 'tir')
 
-and its dataloaders' datasets leave ``type`` and ``data_root`` out: they take
-them from these variables (:func:`fill_data_settings`), unless a dataloader
-sets its own. So a leaf config switches to another benchmark or folder by
-changing the variables, and ``--data-root`` (:func:`set_data_root`) moves
-every split at once.
+and its dataloaders' datasets leave ``type``, ``data_root`` and
+``modalities`` out: they take them from these variables
+(:func:`fill_data_settings`), unless a dataloader sets its own; the backbone
+and the data preprocessor take ``modalities`` the same way. So a leaf config
+switches to another benchmark or folder by changing the variables, and
+``--data-root`` (:func:`set_data_root`) moves every split at once.
 
 The ID classifier's size may be ``num_classes='auto'``
 (:func:`resolve_num_classes`): the number of identities of the training set,
@@ -42,7 +44,11 @@ __all__ = [
 
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 #: dataset key -> the config variable it comes from.
-_DATA_VARIABLES = (('type', 'dataset_type'), ('data_root', 'data_root'))
+_DATA_VARIABLES = (
+    ('type', 'dataset_type'),
+    ('data_root', 'data_root'),
+    ('modalities', 'modalities'),
+)
 
 
 def _datasets(cfg: Mapping):
@@ -53,9 +59,12 @@ def _datasets(cfg: Mapping):
 
 
 def fill_data_settings(cfg: Mapping) -> None:
-    """Give each dataloader's dataset the config's ``dataset_type`` and ``data_root``.
+    """Give the datasets and the model the values the config states once.
 
-    A dataset that sets ``type`` or ``data_root`` itself keeps it. Idempotent.
+    Each dataloader's dataset takes ``type`` / ``data_root`` / ``modalities``
+    from the config's ``dataset_type`` / ``data_root`` / ``modalities``; the
+    backbone (``model.backbone.modalities``) and the data preprocessor take
+    ``modalities``. Whatever sets its own value keeps it. Idempotent.
 
     Args:
         cfg (Mapping): The config, changed in place.
@@ -65,6 +74,17 @@ def fill_data_settings(cfg: Mapping) -> None:
             value = cfg.get(variable)
             if key not in dataset and value is not None:
                 dataset[key] = value
+    modalities = cfg.get('modalities')
+    if modalities is None:
+        return
+    model = cfg.get('model')
+    targets = []
+    if isinstance(model, Mapping):
+        targets += [model.get('backbone'), model.get('data_preprocessor')]
+    targets.append(cfg.get('data_preprocessor'))
+    for target in targets:
+        if isinstance(target, Mapping) and 'modalities' not in target:
+            target['modalities'] = modalities
 
 
 def set_data_root(cfg: Mapping, data_root: str) -> None:

@@ -12,15 +12,12 @@ ranking the metric scores; the legend says so.
 import os
 import os.path as osp
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
-from mmengine.logging import print_log
 
-from mmdmpt.utils.errors import ConfigError, DataError
+from mmdmpt.structures import MODALITIES
 
 __all__ = [
     'MATCH_COLOR',
@@ -29,10 +26,8 @@ __all__ = [
     'RankListLayout',
     'rank_list_layout',
     'draw_rank_list',
-    'load_sample_images',
     'select_queries',
     'save_image',
-    'draw_rank_lists',
 ]
 
 #: Frame colours (RGB).
@@ -222,7 +217,7 @@ def draw_rank_list(
             ``(imgs, is_match, distance, pid)`` with ``imgs`` like
             ``query_imgs``.
         modalities (Sequence[str], optional): Modality names, for absent
-            boxes. Defaults to None (``('rgb', 'nir', 'tir')`` cut to the
+            boxes. Defaults to None (:data:`mmdmpt.structures.MODALITIES` cut to the
             number of query images).
         query_pid (int, optional): Shown above the query. Defaults to None.
         tile_size (tuple[int, int], optional): ``(h, w)`` of one modality
@@ -241,7 +236,8 @@ def draw_rank_list(
     if num_mod == 0:
         raise ValueError('query_imgs is empty: give one image (or None) per modality')
     if modalities is None:
-        modalities = ('rgb', 'nir', 'tir')[:num_mod]
+        modalities = MODALITIES[:num_mod] if num_mod <= len(MODALITIES) else None
+        modalities = modalities or tuple(f'm{j}' for j in range(num_mod))
     for rank, entry in enumerate(gallery):
         if len(entry[0]) != num_mod:
             raise ValueError(
@@ -287,39 +283,6 @@ def save_image(image: np.ndarray, path: str) -> str:
     return str(path)
 
 
-def load_sample_images(
-    data_info: Dict[str, Any], present: Optional[Sequence[bool]] = None
-) -> List[Optional[np.ndarray]]:
-    """Read a sample's modality images as the dataset's loader does.
-
-    Args:
-        data_info (dict): A ``data_info`` dict (``img_paths``, ``modalities``
-            and, for strips, ``tile_indices`` / ``num_tiles``).
-        present (Sequence[bool], optional): Which modalities to read; the
-            others come back as None. Defaults to None (all).
-
-    Returns:
-        list[np.ndarray | None]: ``HxWx3`` RGB uint8 images in modality order.
-    """
-    from mmdmpt.datasets.transforms import LoadMultiModalImages
-
-    modalities = tuple(data_info.get('modalities') or ('rgb', 'nir', 'tir'))
-    modalities = modalities[: len(data_info['img_paths'])]
-    present = [True] * len(modalities) if present is None else [bool(p) for p in present]
-    if not any(present):
-        return [None] * len(modalities)
-    absent = [m for m, p in zip(modalities, present) if not p]
-    results = LoadMultiModalImages(missing_modalities=absent)(
-        dict(
-            img_paths=list(data_info['img_paths']),
-            modalities=modalities,
-            tile_indices=data_info.get('tile_indices'),
-            num_tiles=data_info.get('num_tiles'),
-        )
-    )
-    return [img if p else None for img, p in zip(results['imgs'], present)]
-
-
 def select_queries(num_query: int, num: int) -> List[int]:
     """``num`` query indices spread evenly over ``range(num_query)``.
 
@@ -336,145 +299,3 @@ def select_queries(num_query: int, num: int) -> List[int]:
     if num >= num_query:
         return list(range(num_query))
     return sorted({int(i) for i in np.linspace(0, num_query - 1, num).round()})
-
-
-def _as_list(value: Any) -> list:
-    return value.tolist() if isinstance(value, (torch.Tensor, np.ndarray)) else list(value)
-
-
-def draw_rank_lists(
-    features: Dict[str, Any],
-    out_dir: str,
-    dataset: Optional[Any] = None,
-    query_indices: Optional[Sequence[int]] = None,
-    num_queries: int = 8,
-    topk: int = 10,
-    metric: str = 'cosine',
-    feat_norm: bool = True,
-    tile_size: Optional[Tuple[int, int]] = None,
-) -> List[str]:
-    """Write rank-list PNGs of some queries of a features dict.
-
-    The ranking is the one the evaluation scores: features L2-normalised
-    (``feat_norm``), distances by ``metric``, stable ties, and the gallery
-    samples with the query's identity and camera (or scene, when the
-    features have scene ids) removed.
-
-    Args:
-        features (dict): A features dict (see :mod:`mmdmpt.apis.features`).
-        out_dir (str): Folder for the PNGs (created).
-        dataset (BaseDataset, optional): The dataset the features were
-            extracted from; images are read through its data infos (needed
-            for strip layouts such as RGBNT100). Defaults to None: the
-            features' ``img_paths`` are read as one file per modality.
-        query_indices (Sequence[int], optional): Indices among the query
-            samples (``0 .. Q-1``, dataset order). Defaults to None:
-            ``num_queries`` spread evenly.
-        num_queries (int): Queries drawn when ``query_indices`` is None.
-            Defaults to 8.
-        topk (int): Gallery samples per query. Defaults to 10.
-        metric (str): ``'cosine'`` or ``'euclidean'``. Defaults to
-            ``'cosine'``.
-        feat_norm (bool): L2-normalise the features first (as ReIDMetric).
-            Defaults to True.
-        tile_size (tuple[int, int], optional): ``(h, w)`` of one modality
-            image. Defaults to None (see :func:`draw_rank_list`).
-
-    Returns:
-        list[str]: The files written, one per query, named
-        ``query{index:04d}_id{pid}.png``.
-    """
-    from mmdmpt.apis import GallerySearcher, removal_rule_name, split_query_gallery
-
-    query, gallery = split_query_gallery(features)
-    num_query, num_gallery = len(query['pids']), len(gallery['pids'])
-    if num_query == 0 or num_gallery == 0:
-        raise DataError(
-            f'need query and gallery samples, got {num_query} queries and {num_gallery} gallery; '
-            "extract the features of a split with both (split='test' or 'val')"
-        )
-    if query_indices is None:
-        query_indices = select_queries(num_query, num_queries)
-    query_indices = [int(i) for i in query_indices]
-    bad = [i for i in query_indices if not 0 <= i < num_query]
-    if bad:
-        raise ConfigError(
-            f'query indices {bad} out of range: there are {num_query} queries; expected '
-            f'indices in [0, {num_query - 1}]'
-        )
-    if not query_indices:
-        return []
-    use_scenes = bool(features['has_scenes'])
-    q_feats = torch.as_tensor(query['feats']).float()
-    g_feats = torch.as_tensor(gallery['feats']).float()
-    if feat_norm:
-        q_feats, g_feats = F.normalize(q_feats, dim=1), F.normalize(g_feats, dim=1)
-    searcher = GallerySearcher(
-        g_feats,
-        metric,
-        gallery_pids=gallery['pids'],
-        gallery_camids=gallery['camids'],
-        gallery_sceneids=gallery['sceneids'] if use_scenes else None,
-    )
-    sel = torch.tensor(query_indices)
-    result = searcher.search(
-        q_feats[sel],
-        k=topk,
-        query_pids=query['pids'][sel],
-        query_camids=query['camids'][sel],
-        query_sceneids=query['sceneids'][sel] if use_scenes else None,
-    )
-    modalities = list(features['modalities'])
-    legend = list(DEFAULT_LEGEND) + [
-        f'hidden from the ranking, as in the metric: gallery samples with the '
-        f'{removal_rule_name(use_scenes)} as the query',
-    ]
-    if features.get('missing'):
-        legend.append(f'modalities left out: {", ".join(features["missing"])}')
-    name = features.get('dataset_name') or 'dataset'
-
-    def images(part: Dict[str, Any], row: int) -> List[Optional[np.ndarray]]:
-        present = _as_list(part['modality_mask'][row])
-        if dataset is not None:
-            info = dataset.get_data_info(int(part['sample_idx'][row]))
-            if list(map(str, info['img_paths'])) != list(map(str, part['img_paths'][row])):
-                raise DataError(
-                    f'sample {int(part["sample_idx"][row])} of the dataset has img_paths '
-                    f'{info["img_paths"]}, the features {part["img_paths"][row]}: the features '
-                    'come from another dataset or split'
-                )
-        else:
-            info = dict(img_paths=part['img_paths'][row], modalities=modalities)
-        return load_sample_images(info, present)
-
-    cache: Dict[int, List[Optional[np.ndarray]]] = {}
-    written = []
-    for n, qi in enumerate(query_indices):
-        entries = []
-        for j, dist in zip(result.indices[n].tolist(), result.distances[n].tolist()):
-            if j < 0:
-                continue
-            if j not in cache:
-                cache[j] = images(gallery, j)
-            pid = int(gallery['pids'][j])
-            entries.append((cache[j], pid == int(query['pids'][qi]), dist, pid))
-        pid = int(query['pids'][qi])
-        cam = int(query['camids'][qi])
-        scene = f', scene {int(query["sceneids"][qi])}' if use_scenes else ''
-        title = (
-            f'{name}: query {qi} (sample {int(query["sample_idx"][qi])}), id {pid}, camera '
-            f'{cam}{scene}; top-{len(entries)} of {num_gallery} gallery samples ({metric})'
-        )
-        img = draw_rank_list(
-            images(query, qi),
-            entries,
-            modalities=modalities,
-            query_pid=pid,
-            tile_size=tile_size,
-            title=title,
-            legend=legend,
-            query_label=f'cam {cam}{scene}',
-        )
-        written.append(save_image(img, osp.join(out_dir, f'query{qi:04d}_id{pid}.png')))
-    print_log(f'Wrote {len(written)} rank-list pictures to {out_dir}', logger='current')
-    return written

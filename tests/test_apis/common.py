@@ -10,7 +10,7 @@ import os.path as osp
 import torch
 from mmengine.config import Config
 
-from mmdmpt.datasets.synthetic import make_synthetic
+from mmdmpt.testing import make_synthetic
 
 IMG = (64, 32)  # (H, W)
 MODS = ('rgb', 'nir', 'tir')

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from mmengine.registry import init_default_scope
 
-from mmdmpt.datasets.synthetic import make_synthetic
+from mmdmpt.testing import make_synthetic
 
 # Small trees: 12 ids in families of 3, 6 train ids (2 families), 2 samples
 # per (id, camera), tiny images.

@@ -140,7 +140,7 @@ def test_empty_split(tmp_path):
     [
         (dict(split='validation'), ValueError, "unknown split 'validation'"),
         (dict(modalities=('rgb', 'depth')), ValueError, "unknown modality 'depth'"),
-        (dict(modalities=()), ValueError, 'non-empty subset'),
+        (dict(modalities=()), ValueError, 'must name at least one modality'),
         (dict(modalities=('rgb', 'rgb')), ValueError, 'must not repeat'),
         (dict(val_fraction=1.0), ValueError, r'val_fraction must be in \[0, 1\), got 1.0'),
         (dict(val_fraction=-0.1), ValueError, r'val_fraction must be in \[0, 1\), got -0.1'),

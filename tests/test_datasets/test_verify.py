@@ -12,8 +12,8 @@ import pytest
 
 import mmdmpt.datasets.verify as verify_module
 from mmdmpt.datasets import RGBNT100, LoadMultiModalImages
-from mmdmpt.datasets.synthetic import make_synthetic
 from mmdmpt.datasets.verify import default_num_workers, verify_dataset
+from mmdmpt.testing import make_synthetic
 
 # Small trees, (height, width) of an image (RGBNT100: of a tile).
 SIZES = {'rgbnt201': (64, 32), 'rgbnt100': (32, 64), 'msvr310': (32, 64), 'wmveid863': (32, 64)}

@@ -9,12 +9,12 @@ import pytest
 
 import mmdmpt.datasets.base as base
 from mmdmpt.datasets import WMVeID863
-from mmdmpt.datasets.synthetic import WMVEID863_LAYOUTS, make_synthetic
 from mmdmpt.datasets.wmveid863 import (
     parse_wmveid863_flat_name,
     parse_wmveid863_name,
     resolve_wmveid863_layout,
 )
+from mmdmpt.testing import WMVEID863_LAYOUTS, make_synthetic
 from mmdmpt.utils.errors import ConfigError, DataError, DataNotFoundError
 
 VARIANT_ARGS = dict(

@@ -2,7 +2,9 @@ import json
 
 import pytest
 
-from mmdmpt.engine.loops import format_table, parse_missing, set_missing_in_pipeline
+from mmdmpt.datasets import set_missing_in_pipeline
+from mmdmpt.engine.loops import format_table
+from mmdmpt.structures import parse_missing
 
 MODS = ('rgb', 'nir', 'tir')
 

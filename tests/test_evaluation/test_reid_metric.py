@@ -307,7 +307,9 @@ def test_padding_repeats_are_removed(monkeypatch, tmp_path, collect_device):
     assert [i for i in set(idx) if idx.count(i) > 1] == [0, 1, 2]
     _assert_metrics(out, expected, prefix='reid/')
     # Without the de-duplication the repeats would change the numbers.
-    monkeypatch.setattr(ReIDMetric, '_deduplicate', staticmethod(lambda results: results))
+    import mmdmpt.structures.reid_features as records
+
+    monkeypatch.setattr(records, 'deduplicate_records', lambda rows: list(rows))
     with_repeats = METRICS.build(dict(type='ReIDMetric')).compute_metrics(received)
     assert with_repeats['mAP'] != pytest.approx(expected['mAP'], abs=1e-6)
 

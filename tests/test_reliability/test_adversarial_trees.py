@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from mmdmpt.datasets import MSVR310, RGBNT100, RGBNT201, LoadMultiModalImages, WMVeID863
-from mmdmpt.datasets.synthetic import make_synthetic
+from mmdmpt.testing import make_synthetic
 
 TREE_ARGS = dict(num_ids=6, train_ids=3, samples_per_camera=2, seed=5, family_size=3)
 SPECS = {

@@ -60,12 +60,11 @@ def test_unknown_modality_name_in_the_dataset(tree, tmp_path):
 
 
 def test_unknown_modality_name_in_the_model(tree, tmp_path):
-    text = _train(tree, tmp_path, 'model.backbone.modalities=[rgb,depth]', error=ValueError)
+    text = _train(tree, tmp_path, 'model.backbone.modalities=[rgb,lidar]', error=ValueError)
     _assert_names(
         text,
-        "modalities=('rgb', 'depth') (model.backbone.modalities)",
-        "no modality word for ['depth']",
-        "expected names among ('rgb', 'nir', 'tir')",
+        "model.backbone.modality_words: no word for the modalities ['lidar']",
+        "modality_words=dict(lidar='lidar')",
     )
 
 

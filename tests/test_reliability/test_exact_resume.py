@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-from mmdmpt.datasets.synthetic import make_synthetic
 from mmdmpt.engine.hooks import ReseedHook
+from mmdmpt.testing import make_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'tests' / 'data' / 'tiny_dmpt_rgbnt201.py'

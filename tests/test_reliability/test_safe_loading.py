@@ -68,7 +68,7 @@ def test_apis_refuse_code(malicious_checkpoint, toy_model):
 
 @pytest.mark.slow
 def test_tools_test_refuses_code(tmp_path, malicious_checkpoint):
-    from mmdmpt.datasets.synthetic import make_synthetic
+    from mmdmpt.testing import make_synthetic
 
     path, marker = malicious_checkpoint
     root = tmp_path / 'RGBNT201'

@@ -16,12 +16,12 @@ import torch
 from mmengine.registry import init_default_scope
 
 from mmdmpt.datasets import RGBNT201, IdentitySampler, LoadMultiModalImages
-from mmdmpt.datasets.synthetic import make_synthetic
 from mmdmpt.datasets.transforms import (
     PackMultiModalReIDInputs,
     ReIDRandomCrop,
     ReIDRandomErasing,
 )
+from mmdmpt.testing import make_synthetic
 from mmdmpt.utils.cli import format_user_error
 from mmdmpt.utils.errors import (
     CheckpointError,
@@ -130,8 +130,8 @@ def test_loader_names_a_missing_or_undecodable_image(tree_copy):
 def test_loader_settings_are_config_errors(tree):
     with pytest.raises(ConfigError, match='every modality of the sample .* is marked missing'):
         LoadMultiModalImages(missing_modalities=('rgb', 'nir', 'tir'))(dict(_sample(tree)))
-    with pytest.raises(ConfigError, match="unknown modality 'depth' in missing_modalities"):
-        LoadMultiModalImages(missing_modalities=('depth',))
+    with pytest.raises(ConfigError, match="missing_modalities=.*lowercase words.*'NIR'"):
+        LoadMultiModalImages(missing_modalities=('NIR',))
     with pytest.raises(ConfigError, match='tile_width must be positive'):
         LoadMultiModalImages(tile_width=0)
     with pytest.raises(ConfigError, match='padding must be >= 0'):
@@ -239,7 +239,7 @@ def test_nonfinite_loss_is_a_training_error():
 
 def test_feature_files(tmp_path):
     from mmdmpt.apis import load_features
-    from mmdmpt.apis.features import check_feature_path
+    from mmdmpt.structures import check_feature_path
 
     with pytest.raises(DataNotFoundError, match=f'feature file not found: {tmp_path}/f.pt'):
         load_features(str(tmp_path / 'f.pt'))

@@ -15,7 +15,7 @@ from typing import List, Sequence
 from mmengine.config import Config
 from mmengine.registry import RUNNERS, init_default_scope
 
-from mmdmpt.datasets.synthetic import make_synthetic
+from mmdmpt.testing import make_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'tests' / 'data' / 'tiny_dmpt_rgbnt201.py'

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from mmdmpt.datasets import WMVeID863, synthetic, wmveid863
+from mmdmpt.datasets import WMVeID863, wmveid863
+from mmdmpt.testing import synthetic
 from mmdmpt.utils.errors import ConfigError
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmdmpt.datasets.synthetic import make_synthetic
+from mmdmpt.testing import make_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'tests' / 'data' / 'tiny_dmpt_rgbnt201.py'

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mmdmpt.datasets.synthetic import make_synthetic
+from mmdmpt.testing import make_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'misc' / 'verify_dataset.py'

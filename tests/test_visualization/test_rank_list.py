@@ -2,6 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
+from mmdmpt.datasets import load_sample_images
 from mmdmpt.registry import VISUALIZERS
 from mmdmpt.visualization import (
     MATCH_COLOR,
@@ -9,7 +10,6 @@ from mmdmpt.visualization import (
     QUERY_COLOR,
     ReIDVisualizer,
     draw_rank_list,
-    load_sample_images,
     rank_list_layout,
     select_queries,
 )

@@ -9,7 +9,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mmdmpt.apis import GallerySearcher, extract_dataset_features, split_query_gallery
-from mmdmpt.engine.loops import ReIDTestLoop
+from mmdmpt.engine.hooks import RankListHook
+from mmdmpt.structures import ReIDFeatures
 from mmdmpt.visualization import MATCH_COLOR, MISMATCH_COLOR, rank_list_layout
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,13 +32,14 @@ def test_tools_test_show_dir_draws_the_first_setting(common, tree, tmp_path, mon
     argv = [
         'test.py', str(cfg_file), ckpt, '--work-dir', str(tmp_path / 'work'),
         '--show-dir', str(show), '--show-num', '3', '--missing', 'all',
-        '--cfg-options', 'test_cfg.show_topk=4',
+        '--cfg-options', 'default_hooks.rank_list.topk=4',
     ]  # fmt: skip
     monkeypatch.setattr(sys, 'argv', argv)
     tool = _test_tool()
     args = tool.parse_args()
     run_cfg = tool.merge_args(Config.fromfile(str(cfg_file)), args)
-    assert run_cfg.test_cfg.show_dir == str(show) and run_cfg.test_cfg.show_num == 3
+    hook = run_cfg.default_hooks.rank_list
+    assert hook.enable and hook.out_dir == str(show) and hook.num_queries == 3
     runner = Runner.from_cfg(run_cfg)
     metrics = runner.test()
     assert 'reid/mAP' in metrics and not any(k.startswith('show') for k in metrics)
@@ -65,18 +67,14 @@ def test_tools_test_show_dir_draws_the_first_setting(common, tree, tmp_path, mon
         assert tuple(img[box[1] + 1, box[0] + 1]) == (MATCH_COLOR if match else MISMATCH_COLOR)
 
 
-def test_show_options_are_checked(common, tree, tmp_path):
-    cfg = common.tiny_config(tree, work_dir=str(tmp_path), log_level='WARNING', test_cfg=dict())
-    runner = Runner.from_cfg(cfg)
-    with pytest.raises(ValueError, match='show_num must be a positive int'):
-        ReIDTestLoop(runner, cfg.test_dataloader, cfg.test_evaluator, show_dir='x', show_num=0)
-    loop = ReIDTestLoop(runner, cfg.test_dataloader, cfg.test_evaluator)
-    assert loop.show_dir is None
+def test_show_options_are_checked():
+    with pytest.raises(ValueError, match='num_queries must be a positive int'):
+        RankListHook(enable=True, num_queries=0)
+    assert RankListHook().enable is False
 
 
 def test_collected_records_drop_distributed_padding():
     """Samples repeated by a distributed sampler's padding are drawn once, in index order."""
-    from mmdmpt.engine.loops import _features_from_records
 
     def rec(i, q):
         return dict(
@@ -99,12 +97,18 @@ def test_collected_records_drop_distributed_padding():
         rec(3, False),
         rec(0, True),
     ]
-    feats = _features_from_records(records, ('rgb', 'tir'), dict(dataset_name='X'))
+    feats = ReIDFeatures.from_records(records, ('rgb', 'tir'), dataset_name='X')
     assert feats['sample_idx'].tolist() == [0, 1, 2, 3, 4]
     assert feats['feats'][:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert feats['is_query'].tolist() == [True, True, False, False, False]
     assert feats['img_paths'][3] == ['3a.jpg', '3b.jpg'] and not feats['has_scenes']
     assert feats['modality_mask'].shape == (5, 2) and feats['dataset_name'] == 'X'
+
+
+def _hooks(show_dir):
+    return dict(
+        rank_list=dict(type='RankListHook', enable=True, out_dir=show_dir, num_queries=3, topk=5)
+    )
 
 
 DIST_SCRIPT = """
@@ -120,7 +124,10 @@ dist.init_process_group('gloo')
 cfg = Config.fromfile(sys.argv[1])
 cfg.work_dir = sys.argv[2]
 cfg.load_from = sys.argv[3]
-cfg.test_cfg = dict(type='ReIDTestLoop', show_dir=sys.argv[4], show_num=3, show_topk=5)
+cfg.default_hooks = dict(
+    rank_list=dict(type='RankListHook', enable=True, out_dir=sys.argv[4], num_queries=3, topk=5)
+)
+cfg.visualizer = dict(type='ReIDVisualizer', name='dist_vis')
 Runner.from_cfg(cfg).test()
 dist.destroy_process_group()
 """
@@ -152,9 +159,8 @@ def test_show_dir_in_a_distributed_run_matches_one_process(common, tree, tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     one = dict(cfg, work_dir=str(tmp_path / 'work1'), load_from=ckpt)
-    one['test_cfg'] = dict(
-        type='ReIDTestLoop', show_dir=str(tmp_path / 'show1'), show_num=3, show_topk=5
-    )
+    one['default_hooks'] = _hooks(str(tmp_path / 'show1'))
+    one['visualizer'] = dict(type='ReIDVisualizer', name='one_vis')
     Runner.from_cfg(Config(one)).test()
     names = sorted(p.name for p in (tmp_path / 'show1').glob('*.png'))
     assert len(names) == 3

@@ -29,6 +29,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('config', help='config file path')
     parser.add_argument('--json', action='store_true', help='print one JSON object')
     parser.add_argument(
+        '--num-classes',
+        type=int,
+        default=None,
+        help="ID classifier size when the config says num_classes='auto' (default: the "
+        "training set's identities, when its data_root exists)",
+    )
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         metavar='KEY=VALUE',
@@ -67,6 +74,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     init_default_scope('mmdmpt')
     check_config_keys(dict(model=cfg.model))  # misspelt arguments, with the closest name
+    head = cfg.model.get('head') or {}
+    if head.get('num_classes') == 'auto':
+        if args.num_classes is not None:
+            head['num_classes'] = args.num_classes
+        else:
+            from mmdmpt.engine.launch import missing_data_roots
+            from mmdmpt.engine.prepare import resolve_num_classes
+
+            if not cfg.get('train_dataloader') or missing_data_roots(cfg, ['train_dataloader']):
+                raise ConfigError(
+                    "model.head.num_classes='auto' follows the training set, whose data_root "
+                    'is missing here: pass --num-classes N to count the ID classifier (the '
+                    'DMPT budget ratio does not include it).'
+                )
+            resolve_num_classes(cfg)
     backbone = cfg.model.get('backbone', {})
     pretrained = backbone.get('pretrained')
     if pretrained is not None and not osp.isfile(pretrained):

@@ -10,7 +10,7 @@ loads with ``torch.load(weights_only=True)``) or ``.npz``. It holds the
 features of every sample of ``test_dataloader`` (query then gallery for the
 ``'test'`` split) with ``pids``, ``camids``, ``sceneids`` (-1 when none),
 ``is_query``, ``sample_idx``, ``modality_mask``, ``img_paths`` and
-``modalities`` (see ``mmdmpt/apis/features.py``); read it back with
+``modalities`` (see ``mmdmpt/structures/reid_features.py``); read it back with
 ``mmdmpt.apis.load_features``. For a trainable-only checkpoint,
 ``model.backbone.pretrained`` must point to the CLIP file used in training.
 
@@ -120,8 +120,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.out.lower().endswith(('.pt', '.pth', '.npz')):
         raise ConfigError(f'--out must end in .pt or .npz, got {args.out}')
 
-    from mmdmpt.apis.features import check_feature_path
     from mmdmpt.engine.launch import missing_data_roots, missing_inputs_error
+    from mmdmpt.structures import check_feature_path
     from mmdmpt.utils.checkpoint import check_checkpoint_file
 
     check_feature_path(args.out)

@@ -166,9 +166,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from mmengine.registry import DefaultScope
 
-    from mmdmpt.apis import ReIDInferencer, extract_dataset_features, load_features
+    from mmdmpt.apis import (
+        ReIDInferencer,
+        extract_dataset_features,
+        load_features,
+        write_rank_lists,
+    )
     from mmdmpt.registry import DATASETS
-    from mmdmpt.visualization import draw_rank_lists
 
     if args.features is not None:
         features = load_features(args.features)
@@ -186,7 +190,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options = _metric_options(cfg)
     if args.metric:
         options['metric'] = args.metric
-    files = draw_rank_lists(
+    files = write_rank_lists(
         features,
         args.out_dir,
         dataset=dataset,

@@ -12,7 +12,7 @@ Examples::
     python tools/dataset_converters/make_synthetic.py --layout rgbnt201 \
         --out data/synthetic_pretrain --id-offset 1001
 
-See ``mmdmpt/datasets/synthetic.py`` for what is drawn. The arguments are
+See ``mmdmpt/testing/synthetic/`` for what is drawn. The arguments are
 parsed and checked before the generator (and with it torch, MMEngine and
 OpenCV) is imported, so ``--help`` and argument errors answer at once.
 """
@@ -184,7 +184,7 @@ def generate(args: argparse.Namespace) -> dict:
     """
     check_args(args)
     # imported only now: pulls torch, MMEngine and OpenCV
-    from mmdmpt.datasets.synthetic import make_synthetic
+    from mmdmpt.testing import make_synthetic
 
     try:
         return make_synthetic(

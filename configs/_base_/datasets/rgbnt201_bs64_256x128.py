@@ -2,9 +2,10 @@
 dataset_type = 'RGBNT201'
 data_root = 'data/RGBNT201/'
 modalities = ('rgb', 'nir', 'tir')
-# The dataloaders' datasets below take `type` and `data_root` from the two
-# variables above (filled in by ReIDRunner; a leaf config changes them once,
-# `--data-root` moves every split).
+# The dataloaders' datasets below take `type`, `data_root` and `modalities`
+# from the three variables above, and the model takes `modalities` (filled in
+# by ReIDRunner; a leaf config changes them once, `--data-root` moves every
+# split).
 
 # Normalisation happens here, per modality, on the device (0.5 mean / std in
 # [0, 1] units for every channel); absent modalities are zeroed.
@@ -54,7 +55,6 @@ train_dataloader = dict(
     collate_fn=dict(type='default_collate'),
     dataset=dict(
         split='train',
-        modalities=modalities,
         pipeline=train_pipeline,
     ),
 )
@@ -67,7 +67,6 @@ val_dataloader = dict(
     collate_fn=dict(type='default_collate'),
     dataset=dict(
         split='test',  # query samples then gallery samples (is_query)
-        modalities=modalities,
         pipeline=test_pipeline,
     ),
 )

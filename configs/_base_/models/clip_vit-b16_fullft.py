@@ -6,7 +6,6 @@ model = dict(
         type='DMPTCLIPViT',
         clip_model='ViT-B-16',
         img_size=(256, 128),
-        modalities=('rgb', 'nir', 'tir'),
         object_name='person',
         modality_words=None,
         template='a {modality} photo of a {object}.',
@@ -24,9 +23,7 @@ model = dict(
     ),
     head=dict(
         type='BNNeckHead',
-        in_channels=2304,
-        num_classes=171,
-        num_modalities=3,
+        num_classes='auto',  # the training set's identities, read when the Runner starts
         loss_cls=dict(type='mmpretrain.LabelSmoothLoss', label_smooth_val=0.1, loss_weight=0.25),
         loss_triplet=dict(type='TripletLoss', margin=None, loss_weight=1.0),
         test_feature='before',

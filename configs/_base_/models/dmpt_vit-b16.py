@@ -1,14 +1,15 @@
 # DMPT on a frozen CLIP ViT-B/16 (OpenAI weights from a local file; never
-# downloaded). Leaf configs set img_size / object_name / num_classes per
-# dataset. Every knob of the method is listed with its default; see
-# docs/method.md for their meaning.
+# downloaded). Leaf configs set img_size / object_name per dataset; the
+# modalities come from the config's `modalities` variable (its dataset file),
+# the head's in_channels / num_modalities from the backbone and num_classes
+# from the training set ('auto'). Every knob of the method is listed with its
+# default; see docs/method.md for their meaning.
 model = dict(
     type='MultiModalReID',
     backbone=dict(
         type='DMPTCLIPViT',
         clip_model='ViT-B-16',
         img_size=(256, 128),  # (H, W); 16x8 patch grid
-        modalities=('rgb', 'nir', 'tir'),
         object_name='person',  # 'vehicle' for RGBNT100 / MSVR310 / WMVeID863
         modality_words=None,  # rgb: visible, nir: near-infrared, tir: thermal-infrared
         template='a {modality} photo of a {object}.',
@@ -26,9 +27,7 @@ model = dict(
     ),
     head=dict(
         type='BNNeckHead',
-        in_channels=2304,  # 3 modalities x 768
-        num_classes=171,
-        num_modalities=3,
+        num_classes='auto',  # the training set's identities, read when the Runner starts
         loss_cls=dict(type='mmpretrain.LabelSmoothLoss', label_smooth_val=0.1, loss_weight=0.25),
         loss_triplet=dict(type='TripletLoss', margin=None, loss_weight=1.0),  # None = soft margin
         test_feature='before',  # 'before' | 'after' the BNNeck

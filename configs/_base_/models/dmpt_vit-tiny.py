@@ -19,5 +19,4 @@ model = dict(
         bind_layers=(1, 2),
         pretrained=None,
     ),
-    head=dict(in_channels=3 * 128),
 )

@@ -1,11 +1,7 @@
-from .identity_sampler import IdentitySampler
-from .seeding import SeededIndex, derive_seed, derive_seeds, seed_global_rngs, seeded_rngs
+from mmdmpt.utils.seeding import SeededIndex
 
-__all__ = [
-    'IdentitySampler',
-    'SeededIndex',
-    'derive_seed',
-    'derive_seeds',
-    'seed_global_rngs',
-    'seeded_rngs',
-]
+from .identity_sampler import IdentitySampler
+
+# SeededIndex lives in mmdmpt.utils.seeding; re-exported here because it is what
+# IdentitySampler yields.
+__all__ = ['IdentitySampler', 'SeededIndex']

@@ -10,8 +10,7 @@ from torch.utils.data import Sampler
 
 from mmdmpt.registry import DATA_SAMPLERS
 from mmdmpt.utils.errors import ConfigError
-
-from .seeding import SAMPLE_TAG, SeededIndex, derive_seeds
+from mmdmpt.utils.seeding import SAMPLE_TAG, SeededIndex, derive_seeds
 
 
 @DATA_SAMPLERS.register_module()

@@ -1,5 +1,10 @@
 from .formatting import PackMultiModalReIDInputs
-from .loading import LoadMultiModalImages, decode_bgr
+from .loading import (
+    LoadMultiModalImages,
+    decode_bgr,
+    load_sample_images,
+    set_missing_in_pipeline,
+)
 from .processing import ReIDRandomCrop, ReIDRandomErasing
 
 __all__ = [
@@ -8,4 +13,6 @@ __all__ = [
     'ReIDRandomCrop',
     'ReIDRandomErasing',
     'decode_bgr',
+    'load_sample_images',
+    'set_missing_in_pipeline',
 ]

@@ -1,6 +1,13 @@
-"""Decode the images of every modality of one sample."""
+"""Decode the images of every modality of one sample.
 
-from typing import Optional, Sequence
+Besides the transform, two helpers about it live here: leaving modalities
+out of a dataloader config (:func:`set_missing_in_pipeline`, for
+missing-modality testing) and reading one sample's images outside a
+pipeline (:func:`load_sample_images`, for rank-list pictures).
+"""
+
+import copy
+from typing import Any, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -8,9 +15,11 @@ from mmcv.transforms import BaseTransform
 from mmengine import fileio
 
 from mmdmpt.registry import TRANSFORMS
+from mmdmpt.structures import MODALITIES, check_modalities
 from mmdmpt.utils.errors import ConfigError, DataError, DataNotFoundError
 
-from ..base import MODALITIES
+#: The registered names of the loading transform, as configs write them.
+LOADER_TYPES = ('LoadMultiModalImages', 'mmdmpt.LoadMultiModalImages')
 
 _JPEG_SOI = b'\xff\xd8'
 _JPEG_EOI = b'\xff\xd9'
@@ -77,12 +86,13 @@ class LoadMultiModalImages(BaseTransform):
     - ``img_shape`` (tuple[int, int]): shape of the first image;
     - ``modality_mask`` (numpy.ndarray): bool ``(M,)``, False for the
       modalities named in ``missing_modalities``; those files are not read
-      and their images are zeros of the shape of the present ones.
+      and their images are zeros of the shape of the present ones. A path
+      that is None (or empty) is a modality the data lack for this sample
+      (e.g. an empty cell of an annotation file): absent as well.
 
     Args:
-        missing_modalities (Sequence[str]): Modalities to treat as absent
-            (names among ``('rgb', 'nir', 'tir')``; a name the sample does not
-            carry is ignored). Defaults to ``()``.
+        missing_modalities (Sequence[str]): Modalities to treat as absent (a
+            name the sample does not carry is ignored). Defaults to ``()``.
         tile_width (int, optional): Expected tile width of strips; a strip
             must then be exactly ``num_tiles * tile_width`` wide. None infers
             the tile width as strip width / ``num_tiles`` (the width must
@@ -102,12 +112,8 @@ class LoadMultiModalImages(BaseTransform):
     ) -> None:
         if isinstance(missing_modalities, str):
             missing_modalities = (missing_modalities,)
-        for name in missing_modalities:
-            if name not in MODALITIES:
-                raise ConfigError(
-                    f'unknown modality {name!r} in missing_modalities; '
-                    f'expected names among {MODALITIES}'
-                )
+        if missing_modalities:
+            check_modalities(missing_modalities, 'missing_modalities')
         if tile_width is not None and tile_width <= 0:
             raise ConfigError(f'tile_width must be positive, got {tile_width}')
         self.missing_modalities = tuple(missing_modalities)
@@ -184,7 +190,12 @@ class LoadMultiModalImages(BaseTransform):
                 f'{len(tiles)} tile_indices {list(tiles)} for {len(paths)} img_paths: {paths}; '
                 'expected one tile index per modality'
             )
-        mask = np.array([m not in self.missing_modalities for m in modalities], dtype=bool)
+        mask = np.array(
+            [m not in self.missing_modalities and bool(p) for m, p in zip(modalities, paths)],
+            dtype=bool,
+        )
+        if not any(paths):
+            raise DataError(f'a sample without any image: img_paths={list(paths)}')
         if not mask.any():
             raise ConfigError(
                 f'every modality of the sample {modalities} is marked missing '
@@ -224,3 +235,63 @@ class LoadMultiModalImages(BaseTransform):
             f'tile_width={self.tile_width}, check_complete={self.check_complete}, '
             f'backend_args={self.backend_args})'
         )
+
+
+def set_missing_in_pipeline(dataloader_cfg: dict, missing: Sequence[str]) -> dict:
+    """A copy of a dataloader config whose loading transform leaves ``missing`` out.
+
+    Args:
+        dataloader_cfg (dict): A dataloader config with
+            ``dataset.pipeline``.
+        missing (Sequence[str]): Modalities to treat as absent.
+
+    Returns:
+        dict: The changed copy.
+
+    Raises:
+        ConfigError: If the pipeline has no ``LoadMultiModalImages``.
+    """
+    cfg = copy.deepcopy(dataloader_cfg)
+    pipeline = cfg.get('dataset', {}).get('pipeline', [])
+    loaders = [t for t in pipeline if isinstance(t, dict) and t.get('type') in LOADER_TYPES]
+    if not loaders:
+        raise ConfigError(
+            'missing-modality testing needs a LoadMultiModalImages transform in '
+            'test_dataloader.dataset.pipeline; none was found.'
+        )
+    for transform in loaders:
+        transform['missing_modalities'] = tuple(missing)
+    return cfg
+
+
+def load_sample_images(
+    data_info: Dict[str, Any], present: Optional[Sequence[bool]] = None
+) -> List[Optional[np.ndarray]]:
+    """Read a sample's modality images as the dataset's loader does.
+
+    Args:
+        data_info (dict): A ``data_info`` dict (``img_paths``, ``modalities``
+            and, for strips, ``tile_indices`` / ``num_tiles``).
+        present (Sequence[bool], optional): Which modalities to read; the
+            others come back as None. Defaults to None (all the data have).
+
+    Returns:
+        list[np.ndarray | None]: ``HxWx3`` RGB uint8 images in modality order.
+    """
+    paths = list(data_info['img_paths'])
+    modalities = tuple(data_info.get('modalities') or MODALITIES[: len(paths)])
+    if present is None:
+        present = [bool(p) for p in paths]
+    present = [bool(p) and bool(path) for p, path in zip(present, paths)]
+    if not any(present):
+        return [None] * len(modalities)
+    absent = [m for m, p in zip(modalities, present) if not p]
+    results = LoadMultiModalImages(missing_modalities=absent)(
+        dict(
+            img_paths=paths,
+            modalities=modalities,
+            tile_indices=data_info.get('tile_indices'),
+            num_tiles=data_info.get('num_tiles'),
+        )
+    )
+    return [img if p else None for img, p in zip(results['imgs'], present)]

@@ -6,15 +6,9 @@ from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
-from mmdmpt.datasets.samplers.seeding import (
-    EPOCH_TAG,
-    EVAL_TAG,
-    ITER_TAG,
-    derive_seed,
-    seed_global_rngs,
-)
 from mmdmpt.registry import HOOKS
 from mmdmpt.utils.errors import ConfigError
+from mmdmpt.utils.seeding import EPOCH_TAG, EVAL_TAG, ITER_TAG, derive_seed, seed_global_rngs
 
 
 @HOOKS.register_module()

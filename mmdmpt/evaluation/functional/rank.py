@@ -166,29 +166,6 @@ def evaluate_rank(
     return _summary(ap_sum, inp_sum, cmc_counts, num_valid, num_invalid, use_scenes)
 
 
-def _positions_by_sort(
-    dist: torch.Tensor, match: torch.Tensor
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Positions of the true matches through a full stable sort of each row.
-
-    The plain way, kept to cross-check :func:`_positions_by_count`.
-
-    Args:
-        dist (torch.Tensor): ``(C, G)`` finite float64 distances.
-        match (torch.Tensor): ``(C, G)`` bool, True where the ids agree.
-
-    Returns:
-        tuple: ``(rows, cols, pos)``, int64 of equal length: each true match
-        (query row, gallery column) with its 0-based position in the row's
-        stable ascending order, sorted by (row, position).
-    """
-    order = torch.sort(dist, dim=1, stable=True).indices
-    rows, pos = torch.gather(match, 1, order).nonzero(as_tuple=True)
-    perm = torch.sort(rows * dist.shape[1] + pos).indices  # explicit (row, pos) order
-    rows, pos = rows[perm], pos[perm]
-    return rows, order[rows, pos], pos
-
-
 def _lexsort(*keys: torch.Tensor) -> torch.Tensor:
     """Permutation sorting by ``keys[0]``, then ``keys[1]``, ... (stable)."""
     perm = torch.arange(keys[0].shape[0], device=keys[0].device)
@@ -200,12 +177,12 @@ def _lexsort(*keys: torch.Tensor) -> torch.Tensor:
 def _positions_by_count(
     dist: torch.Tensor, match: torch.Tensor
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Positions of the true matches without sorting the gallery.
+    """Positions of the true matches in each row's stable ascending order.
 
-    Same result as :func:`_positions_by_sort`, faster: the stable position of
-    a match at distance ``t`` and gallery index ``j`` is the number of samples
-    closer than ``t`` plus the number at exactly ``t`` with an index below
-    ``j``.
+    Found without sorting the gallery (the tests compare it with a full
+    stable sort per row): the stable position of a match at distance ``t``
+    and gallery index ``j`` is the number of samples closer than ``t`` plus
+    the number at exactly ``t`` with an index below ``j``.
 
     1. The matches of each row, ordered by (distance, index), give the sorted
        thresholds ``t_0 <= t_1 <= ...`` of the row (padded with +inf).
@@ -222,7 +199,9 @@ def _positions_by_count(
         match (torch.Tensor): ``(C, G)`` bool, True where the ids agree.
 
     Returns:
-        tuple: ``(rows, cols, pos)`` as :func:`_positions_by_sort`.
+        tuple: ``(rows, cols, pos)``, int64 of equal length: each true match
+        (query row, gallery column) with its 0-based position in the row's
+        stable ascending order, sorted by (row, position).
     """
     num_rows, num_cols = dist.shape
     device = dist.device
@@ -276,22 +255,14 @@ class _RankAccumulator:
         gallery_pids (torch.Tensor): ``(G,)`` int64 gallery identities.
         gallery_groups (torch.Tensor): ``(G,)`` int64 cameras or scenes.
         max_rank (int): CMC length.
-        positions (str): How the positions of the matches are found:
-            ``'count'`` (default, no gallery sort) or ``'sort'`` (a full
-            stable sort per row); both give identical results.
     """
 
     def __init__(
-        self,
-        gallery_pids: torch.Tensor,
-        gallery_groups: torch.Tensor,
-        max_rank: int,
-        positions: str = 'count',
+        self, gallery_pids: torch.Tensor, gallery_groups: torch.Tensor, max_rank: int
     ) -> None:
         self.g_pids = gallery_pids
         self.g_groups = gallery_groups
         self.max_rank = max_rank
-        self.positions = dict(count=_positions_by_count, sort=_positions_by_sort)[positions]
         self.ap_sum = 0.0
         self.inp_sum = 0.0
         self.cmc_counts = torch.zeros(max_rank, dtype=torch.int64)
@@ -321,7 +292,7 @@ class _RankAccumulator:
             dist = torch.nan_to_num(dist, posinf=big, neginf=-big)
         num_rows, num_cols = dist.shape
         device = dist.device
-        rows, gallery_idx, pos = self.positions(dist, q_pids[:, None] == self.g_pids[None, :])
+        rows, gallery_idx, pos = _positions_by_count(dist, q_pids[:, None] == self.g_pids[None, :])
         removed = self.g_groups[gallery_idx] == q_groups[rows]
 
         counts = torch.bincount(rows, minlength=num_rows)

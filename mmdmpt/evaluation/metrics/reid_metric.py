@@ -4,14 +4,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-import numpy as np
-import torch
 import torch.nn.functional as F
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from mmengine.structures import BaseDataElement
 
 from mmdmpt.registry import METRICS
+from mmdmpt.structures import ReIDFeatures, removal_rule_name, sample_record
 from mmdmpt.utils.errors import ConfigError, DataError
 
 from ..functional import evaluate_distmat, evaluate_features, re_ranking_from_features
@@ -20,22 +19,6 @@ from ..functional.rerank import _check_params as check_rerank_params
 
 _RERANK_DEFAULTS = dict(k1=20, k2=6, lambda_value=0.3)
 _RERANK_KEYS = ('k1', 'k2', 'lambda_value', 'dtype', 'max_samples')
-
-
-def _to_int(value: Any, key: str) -> int:
-    """An int from an int, a one-element tensor/array or a numpy scalar."""
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        numel = value.size if isinstance(value, np.ndarray) else value.numel()
-        if numel != 1:
-            raise ValueError(f'{key} must hold one value, got shape {tuple(value.shape)}.')
-        value = value.reshape(-1)[0].item()
-    if isinstance(value, (bool, np.bool_)):
-        value = int(value)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, (int, np.integer)):
-        raise TypeError(f'{key} must be an integer, got {value!r}.')
-    return int(value)
 
 
 @METRICS.register_module()
@@ -73,6 +56,7 @@ class ReIDMetric(BaseMetric):
 
     Examples:
         >>> from mmdmpt.registry import METRICS
+    from mmdmpt.structures import ReIDFeatures, removal_rule_name, sample_record
         >>> metric = METRICS.build(dict(type='ReIDMetric', ranks=(1, 5)))
     """
 
@@ -128,7 +112,7 @@ class ReIDMetric(BaseMetric):
     def process(
         self, data_batch: Any, data_samples: Sequence[Union[dict, BaseDataElement]]
     ) -> None:
-        """Keep, for each sample, its feature and ids as small CPU objects.
+        """Keep the test record of each sample (:func:`~mmdmpt.structures.sample_record`).
 
         Args:
             data_batch (Any): The batch from the dataloader (unused).
@@ -137,58 +121,21 @@ class ReIDMetric(BaseMetric):
                 or data samples.
         """
         for sample in data_samples:
-            if isinstance(sample, BaseDataElement):
-                sample = sample.to_dict()
-            if not isinstance(sample, Mapping):
-                raise TypeError(
-                    f'ReIDMetric expects dicts or data samples, got {type(sample).__name__}.'
-                )
-            missing = [
-                k for k in ('pred_feature', 'gt_label', 'camid', 'is_query') if k not in sample
-            ]
-            if missing:
-                raise KeyError(
-                    f'ReIDMetric needs {missing} on each data sample (present: {sorted(sample)}).'
-                )
-            feature = torch.as_tensor(sample['pred_feature'])
-            feature = feature.detach().to(device='cpu', dtype=torch.float32).reshape(-1).clone()
-            sceneid = sample.get('sceneid')
-            sample_idx = sample.get('sample_idx')
-            self.results.append(
-                dict(
-                    feature=feature,
-                    pid=_to_int(sample['gt_label'], 'gt_label'),
-                    camid=_to_int(sample['camid'], 'camid'),
-                    is_query=bool(_to_int(sample['is_query'], 'is_query')),
-                    sceneid=None if sceneid is None else _to_int(sceneid, 'sceneid'),
-                    sample_idx=None if sample_idx is None else _to_int(sample_idx, 'sample_idx'),
-                )
-            )
-
-    @staticmethod
-    def _deduplicate(results: List[dict]) -> List[dict]:
-        """Drop repeated ``sample_idx`` (keep the first) and sort by it."""
-        with_idx = sum(r['sample_idx'] is not None for r in results)
-        if with_idx == 0:
-            return results
-        if with_idx < len(results):
-            print_log(
-                f'ReIDMetric: {len(results) - with_idx} of {len(results)} samples have no '
-                'sample_idx; duplicates are not removed.',
-                logger='current',
-                level=logging.WARNING,
-            )
-            return results
-        unique: Dict[int, dict] = {}
-        for r in results:
-            unique.setdefault(r['sample_idx'], r)
-        return [unique[k] for k in sorted(unique)]
+            try:
+                self.results.append(sample_record(sample))
+            except TypeError as exc:
+                raise TypeError(f'ReIDMetric: {exc}') from None
+            except KeyError as exc:
+                raise KeyError(f'ReIDMetric: {exc.args[0]}') from None
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """Compute the metrics from the collected results of all ranks.
 
+        Duplicates (the padding of distributed samplers) are dropped by
+        ``sample_idx`` (:func:`~mmdmpt.structures.deduplicate_records`).
+
         Args:
-            results (list[dict]): The outputs of :meth:`process`.
+            results (list[dict]): The records of :meth:`process`.
 
         Returns:
             dict[str, float]: ``mAP``, ``mINP`` and ``Rank-k`` for each of
@@ -196,49 +143,44 @@ class ReIDMetric(BaseMetric):
         """
         if not results:
             raise ValueError('ReIDMetric received no samples to evaluate.')
-        results = self._deduplicate(list(results))
         dims = sorted({int(r['feature'].numel()) for r in results})
         if len(dims) > 1:
             raise ValueError(f'Feature dims differ between samples: found dims {dims}.')
-        query = [r for r in results if r['is_query']]
-        gallery = [r for r in results if not r['is_query']]
-        if not query:
+        features = ReIDFeatures.from_records(results)
+        query, gallery = features.split()
+        num = features.num_samples
+        if query.num_samples == 0:
             raise DataError(
-                f'ReIDMetric found no query samples (is_query=True) among {len(results)}; '
+                f'ReIDMetric found no query samples (is_query=True) among {num}; '
                 "evaluate on a split with queries and gallery (dataset.split='test' or 'val')."
             )
-        if not gallery:
+        if gallery.num_samples == 0:
             raise DataError(
-                f'ReIDMetric found no gallery samples (is_query=False) among {len(results)}; '
+                f'ReIDMetric found no gallery samples (is_query=False) among {num}; '
                 "evaluate on a split with queries and gallery (dataset.split='test' or 'val')."
             )
 
-        with_scene = sum(r['sceneid'] is not None for r in results)
-        use_scenes = with_scene == len(results)
-        if 0 < with_scene < len(results):
+        use_scenes = features['has_scenes']
+        with_scene = int((features['sceneids'] >= 0).sum())
+        if 0 < with_scene < num:
             print_log(
-                f'ReIDMetric: only {with_scene} of {len(results)} samples have a sceneid; '
-                'using the same-id-same-camera rule.',
+                f'ReIDMetric: only {with_scene} of {num} samples have a sceneid; '
+                f'using the rule {removal_rule_name("camera")}.',
                 logger='current',
                 level=logging.WARNING,
             )
-
-        def ids(part: List[dict], key: str) -> np.ndarray:
-            return np.array([r[key] for r in part], dtype=np.int64)
-
-        q_feats = torch.stack([r['feature'] for r in query])
-        g_feats = torch.stack([r['feature'] for r in gallery])
+        q_feats, g_feats = query['feats'], gallery['feats']
         if self.feat_norm:
             q_feats = F.normalize(q_feats, dim=1)
             g_feats = F.normalize(g_feats, dim=1)
         id_kwargs = dict(
-            query_pids=ids(query, 'pid'),
-            gallery_pids=ids(gallery, 'pid'),
-            query_camids=ids(query, 'camid'),
-            gallery_camids=ids(gallery, 'camid'),
+            query_pids=query['pids'].numpy(),
+            gallery_pids=gallery['pids'].numpy(),
+            query_camids=query['camids'].numpy(),
+            gallery_camids=gallery['camids'].numpy(),
             max_rank=self.max_rank,
-            query_sceneids=ids(query, 'sceneid') if use_scenes else None,
-            gallery_sceneids=ids(gallery, 'sceneid') if use_scenes else None,
+            query_sceneids=query['sceneids'].numpy() if use_scenes else None,
+            gallery_sceneids=gallery['sceneids'].numpy() if use_scenes else None,
         )
         if self.rerank is not None:
             dist = re_ranking_from_features(q_feats, g_feats, metric=self.metric, **self.rerank)
@@ -246,9 +188,9 @@ class ReIDMetric(BaseMetric):
         else:
             res = evaluate_features(q_feats, g_feats, metric=self.metric, **id_kwargs)
 
-        rule = 'same id and same scene' if use_scenes else 'same id and same camera'
+        rule = removal_rule_name(features.removal_rule)
         print_log(
-            f'ReIDMetric: {len(query)} queries, {len(gallery)} gallery samples, '
+            f'ReIDMetric: {query.num_samples} queries, {gallery.num_samples} gallery samples, '
             f'{res["num_invalid_queries"]} queries skipped (no true match left after '
             f'removing {rule}); metric={self.metric}, rerank={self.rerank is not None}.',
             logger='current',

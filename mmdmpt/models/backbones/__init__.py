@@ -1,3 +1,3 @@
-from .dmpt_clip_vit import DEFAULT_MODALITY_WORDS, DMPTCLIPViT, fast_block_forward
+from .dmpt_clip_vit import DMPTCLIPViT
 
-__all__ = ['DEFAULT_MODALITY_WORDS', 'DMPTCLIPViT', 'fast_block_forward']
+__all__ = ['DMPTCLIPViT']

@@ -4,15 +4,17 @@ import logging
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mmdmpt.registry import MODELS
+from mmdmpt.structures import MODALITIES, check_modalities
+from mmdmpt.structures import modality_words as modality_words_of
 from mmdmpt.utils.errors import ConfigError
 
+from ..layers import fast_block_forward, visual_embeds
 from ..prompts import DeepPrompts, ModalityPromptGenerator
 from ..utils import (
     build_clip,
@@ -24,254 +26,7 @@ from ..utils import (
     resolve_quick_gelu,
 )
 
-DEFAULT_MODALITY_WORDS = {
-    'rgb': 'visible',
-    'nir': 'near-infrared',
-    'tir': 'thermal-infrared',
-}
 FEATURE_TYPES = ('cls', 'cls_proj', 'cls_prompt')
-_QUICK_GELU_SCALE = 1.702  # QuickGELU: x * sigmoid(1.702 x)
-# CPU: 4d-wide MLP temporaries are processed in row chunks of at most this size
-# (glibc serves blocks above 32 MiB by fresh mmap; see _FusedMLP).
-_CPU_CHUNK_BYTES = 24 * 2**20
-
-
-def fast_block_forward(
-    block: nn.Module,
-    x: torch.Tensor,
-    attn_mask: Optional[torch.Tensor] = None,
-    num_queries: Optional[int] = None,
-    num_const: int = 0,
-) -> torch.Tensor:
-    """Run an open_clip ``ResidualAttentionBlock`` with its own weights and SDPA.
-
-    Equivalent to ``block(x, attn_mask=attn_mask)`` (up to float rounding) for
-    batch-first blocks, with less memory traffic:
-
-    * attention through :func:`torch.nn.functional.scaled_dot_product_attention`
-      (one fused kernel; the attention probabilities are never stored);
-    * the residual additions are done in place on fresh outputs;
-    * QuickGELU ``x * sigmoid(1.702 x)`` is computed as
-      ``silu(1.702 x) / 1.702`` with both scales folded into the two MLP
-      matmuls (``alpha`` / ``beta`` of ``addmm``), so the activation is one
-      fused kernel and autograd keeps one tensor for it instead of two.
-
-    With ``num_queries=n`` only the first ``n`` tokens are computed as
-    queries (every token still serves as key and value) and the output has
-    ``n`` tokens; the other outputs would be discarded anyway.
-
-    With ``num_const=k`` the caller states that the first ``k`` input tokens
-    do not depend on anything trained (e.g. the class and patch tokens at
-    the first prompted layer of a frozen tower): their ``ln_1`` and ``q, k, v``
-    projections are then computed without autograd, so the backward pass
-    skips those rows of the projection's input gradient.
-
-    Other block types (cross-attention, non-batch-first) fall back to
-    ``block(x)``.
-
-    Args:
-        block (nn.Module): The transformer block.
-        x (Tensor): ``(B, T, C)``.
-        attn_mask (Tensor, optional): Boolean (True = attend) or additive mask
-            broadcastable to ``(B, heads, T, T)``. Defaults to None.
-        num_queries (int, optional): Compute only the first ``num_queries``
-            output tokens. Defaults to None (all ``T``).
-        num_const (int): Leading tokens that need no gradient work in the
-            ``q, k, v`` projection. Defaults to 0.
-
-    Returns:
-        Tensor: ``(B, T, C)``, or ``(B, num_queries, C)``.
-    """
-    attn = getattr(block, 'attn', None)
-    if not (
-        isinstance(attn, nn.MultiheadAttention)
-        and attn.batch_first
-        and attn._qkv_same_embed_dim
-        and attn.bias_k is None
-        and not attn.add_zero_attn
-        and hasattr(block, 'ln_1')
-        and not hasattr(block, 'ln_1_kv')
-    ):
-        out = block(x, attn_mask=attn_mask)
-        return out if num_queries is None else out[:, :num_queries]
-    batch, length, width = x.shape
-    queries = length if num_queries is None else int(num_queries)
-    heads = attn.num_heads
-    head_dim = width // heads
-    weight, bias = attn.in_proj_weight, attn.in_proj_bias
-    if queries == length:
-        if 0 < num_const < length and x.requires_grad and torch.is_grad_enabled():
-            with torch.no_grad():
-                qkv_const = F.linear(block.ln_1(x[:, :num_const]), weight, bias)
-            qkv_rest = F.linear(block.ln_1(x[:, num_const:]), weight, bias)
-            qkv = torch.cat([qkv_const, qkv_rest], dim=1)
-        else:
-            qkv = F.linear(block.ln_1(x), weight, bias)
-        q, k, v = qkv.view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        residual = x
-    else:
-        y = block.ln_1(x)
-        q = F.linear(y[:, :queries], weight[:width], None if bias is None else bias[:width])
-        q = q.view(batch, queries, heads, head_dim).transpose(1, 2)
-        kv = F.linear(y, weight[width:], None if bias is None else bias[width:])
-        k, v = kv.view(batch, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        residual = x[:, :queries]
-        if attn_mask is not None and attn_mask.dim() >= 2 and attn_mask.shape[-2] == length:
-            attn_mask = attn_mask[..., :queries, :]
-    dropout = attn.dropout if attn.training else 0.0
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
-    o = o.transpose(1, 2).reshape(batch, queries, width)
-    x = _add_residual(residual, block.ls_1(F.linear(o, *_linear(attn.out_proj))))
-    return _add_residual(x, block.ls_2(_mlp_forward(block.mlp, block.ln_2(x))))
-
-
-def _add_residual(residual: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``residual + out``, in place on ``out`` (a fresh tensor) when dtypes allow.
-
-    Under autocast ``out`` may be bf16/fp16 while the residual stream is fp32;
-    then the addition is done out of place so that the stream stays fp32 as in
-    open_clip. Autograd saves neither operand of an addition, so the in-place
-    form is always safe for a fresh ``out``.
-    """
-    if out.dtype == residual.dtype and out.shape == residual.shape:
-        return out.add_(residual)
-    return residual + out
-
-
-def _mlp_forward(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """open_clip's ``c_fc -> act -> c_proj`` MLP, computed by :class:`_FusedMLP`.
-
-    QuickGELU and exact GELU MLPs with biases take the fused path; any other
-    MLP runs as it is.
-    """
-    c_fc = getattr(mlp, 'c_fc', None)
-    act = getattr(mlp, 'gelu', None)
-    c_proj = getattr(mlp, 'c_proj', None)
-    if not (
-        isinstance(mlp, nn.Sequential)
-        and len(mlp) == 3
-        and isinstance(c_fc, nn.Linear)
-        and isinstance(c_proj, nn.Linear)
-        and c_fc.bias is not None
-        and c_proj.bias is not None
-    ):
-        return mlp(x)
-    if _is_quick_gelu(act):
-        scale, kind = _QUICK_GELU_SCALE, 'silu'
-    elif isinstance(act, nn.GELU) and act.approximate == 'none':
-        scale, kind = 1.0, 'gelu'
-    else:
-        return mlp(x)
-    weights = (c_fc.weight, c_fc.bias, c_proj.weight, c_proj.bias)
-    device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        # The function runs with autocast off: cast once here, as autocast
-        # would for the two matmuls (the casts stay differentiable).
-        dtype = torch.get_autocast_dtype(device_type)
-        x = x.to(dtype)
-        weights = tuple(w.to(dtype) for w in weights)
-    elif any(w.dtype != x.dtype for w in weights):
-        weights = tuple(w.to(x.dtype) for w in weights)
-    shape = x.shape
-    hidden = weights[0].shape[0]
-    if device_type == 'cpu':
-        rows = max(1, _CPU_CHUNK_BYTES // (hidden * x.element_size()))
-    else:
-        rows = -1
-    track = torch.is_grad_enabled()  # (always off inside Function.forward)
-    out = _FusedMLP.apply(x.reshape(-1, shape[-1]), *weights, scale, kind, rows, track)
-    return out.view(*shape[:-1], out.shape[-1])
-
-
-class _FusedMLP(torch.autograd.Function):
-    """``c_proj(act(c_fc(x)))`` for QuickGELU / GELU with little memory traffic.
-
-    QuickGELU ``a * sigmoid(1.702 a)`` equals ``silu(1.702 a) / 1.702``: the
-    scale 1.702 goes into ``c_fc``'s matmul (``addmm`` ``alpha``/``beta``) and
-    ``1 / 1.702`` into ``c_proj``'s, so the activation is one fused kernel, and
-    in the backward pass both scales cancel. Only the pre-activation ``h`` is
-    kept for the backward pass (plus ``x`` when ``c_fc.weight`` is trained;
-    the activation output is recomputed when ``c_proj.weight`` is trained),
-    instead of the two or three ``4 d``-wide tensors autograd would keep.
-
-    On the CPU the rows are processed in chunks whose ``4 d``-wide temporaries
-    stay under :data:`_CPU_CHUNK_BYTES`: larger blocks would each be a fresh
-    ``mmap`` from glibc, whose pages the kernel faults in and zeroes on every
-    use (measured: 18 ms for a fresh 41 MB tensor vs 1 ms to rewrite one),
-    while smaller ones are reused from the heap.
-    """
-
-    @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, scale, kind, rows, track):  # noqa: D102
-        num_rows = x.shape[0]
-        rows = num_rows if rows <= 0 else rows
-        needs = ctx.needs_input_grad[:5]
-        keep = track and any(needs)
-        out = x.new_empty(num_rows, w2.shape[0])
-        h_all = x.new_empty(num_rows, w1.shape[0]) if keep else None
-        act = F.silu if kind == 'silu' else F.gelu
-        with torch.autocast(x.device.type, enabled=False):
-            for start in range(0, num_rows, rows):
-                stop = min(start + rows, num_rows)
-                xs = x[start:stop]
-                if keep:
-                    h = torch.addmm(b1, xs, w1.t(), beta=scale, alpha=scale, out=h_all[start:stop])
-                    z = act(h)
-                else:
-                    z = torch.addmm(b1, xs, w1.t(), beta=scale, alpha=scale)
-                    z = F.silu(z, inplace=True) if kind == 'silu' else F.gelu(z)
-                torch.addmm(b2, z, w2.t(), alpha=1.0 / scale, out=out[start:stop])
-        if keep:
-            ctx.save_for_backward(x if needs[1] else None, h_all, w1, w2)
-            ctx.scale, ctx.kind, ctx.rows = scale, kind, rows
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):  # noqa: D102
-        x, h_all, w1, w2 = ctx.saved_tensors
-        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
-        scale, kind, rows = ctx.scale, ctx.kind, ctx.rows
-        grad = grad.contiguous()
-        num_rows = grad.shape[0]
-        gx = grad.new_empty(num_rows, w1.shape[1]) if need_x else None
-        gw1 = gb1 = gw2 = None
-        act = F.silu if kind == 'silu' else F.gelu
-        for start in range(0, num_rows, rows):
-            stop = min(start + rows, num_rows)
-            g = grad[start:stop]
-            h = h_all[start:stop]
-            if need_w2:
-                part = torch.mm(g.t(), act(h))
-                gw2 = part if gw2 is None else gw2.add_(part)
-            if not (need_x or need_w1 or need_b1):
-                continue
-            gh = torch.mm(g, w2)  # d loss / d a with a = c_fc(x), see the class note
-            if kind == 'silu':
-                torch.ops.aten.silu_backward.grad_input(gh, h, grad_input=gh)
-            else:
-                torch.ops.aten.gelu_backward.grad_input(gh, h, grad_input=gh)
-            if need_x:
-                torch.mm(gh, w1, out=gx[start:stop])
-            if need_w1:
-                part = torch.mm(gh.t(), x[start:stop])
-                gw1 = part if gw1 is None else gw1.add_(part)
-            if need_b1:
-                part = gh.sum(0)
-                gb1 = part if gb1 is None else gb1.add_(part)
-        if gw2 is not None and scale != 1.0:
-            gw2.mul_(1.0 / scale)
-        gb2 = grad.sum(0) if need_b2 else None
-        return gx, gw1, gb1, gw2, gb2, None, None, None, None
-
-
-def _is_quick_gelu(module: Optional[nn.Module]) -> bool:
-    """Whether ``module`` is open_clip's ``QuickGELU`` (without importing open_clip)."""
-    cls = type(module)
-    return cls.__name__ == 'QuickGELU' and cls.__module__.startswith('open_clip')
-
-
-def _linear(layer: nn.Linear) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    return layer.weight, layer.bias
 
 
 def _parse_layers(layers: Optional[Sequence[int]], num_layers: int, name: str) -> Tuple[int, ...]:
@@ -324,12 +79,16 @@ class DMPTCLIPViT(BaseModule):
         img_size (tuple[int, int]): Input ``(H, W)``; the positional embedding
             is resized (bicubic) once at build time. Defaults to ``(256, 128)``.
         modalities (Sequence[str]): Modality names in input order.
-            Defaults to ``('rgb', 'nir', 'tir')``.
+            Defaults to :data:`mmdmpt.structures.MODALITIES`.
         object_name (str): ``'person'`` or ``'vehicle'`` (any word works).
             Defaults to ``'person'``.
         modality_words (dict | Sequence[str], optional): The word for each
-            modality in the text template. Defaults to None: ``rgb`` ->
-            'visible', ``nir`` -> 'near-infrared', ``tir`` -> 'thermal-infrared'.
+            modality in the text template: ``name -> word`` (overriding the
+            defaults) or one word per modality. Defaults to None:
+            :data:`mmdmpt.structures.DEFAULT_MODALITY_WORDS` (``rgb`` ->
+            'visible', ``nir`` -> 'near-infrared', ``tir`` ->
+            'thermal-infrared', ``depth``, ``event``, ...); another modality
+            needs its word here.
         template (str): Text template with ``{modality}`` and ``{object}``.
             Defaults to ``'a {modality} photo of a {object}.'``.
         num_modality_prompts (int): n_msp, tokens per modality and layer; 0
@@ -370,7 +129,7 @@ class DMPTCLIPViT(BaseModule):
         *,
         clip_model: Union[str, dict] = 'ViT-B-16',
         img_size: Tuple[int, int] = (256, 128),
-        modalities: Sequence[str] = ('rgb', 'nir', 'tir'),
+        modalities: Sequence[str] = MODALITIES,
         object_name: str = 'person',
         modality_words: Optional[Union[Dict[str, str], Sequence[str]]] = None,
         template: str = 'a {modality} photo of a {object}.',
@@ -388,12 +147,7 @@ class DMPTCLIPViT(BaseModule):
         init_cfg: Optional[Union[dict, List[dict]]] = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
-        modalities = tuple(modalities)
-        if not modalities or len(set(modalities)) != len(modalities):
-            raise ConfigError(
-                f'modalities (model.backbone.modalities) must be non-empty and unique, got '
-                f'{modalities}'
-            )
+        modalities = check_modalities(modalities, 'model.backbone.modalities')
         if feature not in FEATURE_TYPES:
             raise ConfigError(
                 f'feature (model.backbone.feature) must be one of {FEATURE_TYPES}, got {feature!r}'
@@ -410,7 +164,9 @@ class DMPTCLIPViT(BaseModule):
         self.img_size = (int(img_size[0]), int(img_size[1]))
         self.object_name = object_name
         self.template = template
-        self.modality_words = self._resolve_words(modalities, modality_words)
+        self.modality_words = modality_words_of(
+            modalities, modality_words, 'model.backbone.modality_words'
+        )
         self.frozen = bool(frozen)
         self.with_cp = bool(with_cp)
         self.feature = feature
@@ -545,30 +301,6 @@ class DMPTCLIPViT(BaseModule):
         )
 
     # ------------------------------------------------------------------ setup
-    @staticmethod
-    def _resolve_words(
-        modalities: Tuple[str, ...], words: Optional[Union[Dict[str, str], Sequence[str]]]
-    ) -> Tuple[str, ...]:
-        if words is None:
-            words = DEFAULT_MODALITY_WORDS
-        if isinstance(words, dict):
-            missing = [m for m in modalities if m not in words]
-            if missing:
-                raise ConfigError(
-                    f'modalities={modalities} (model.backbone.modalities): no modality word '
-                    f'for {missing}; expected names among {tuple(DEFAULT_MODALITY_WORDS)} (the '
-                    'modalities the datasets yield), or modality_words=dict(name=word, ...) '
-                    'naming a word for every other modality'
-                )
-            return tuple(str(words[m]) for m in modalities)
-        words = tuple(str(w) for w in words)
-        if len(words) != len(modalities):
-            raise ConfigError(
-                f'{len(words)} modality words (model.backbone.modality_words) for '
-                f'{len(modalities)} modalities {modalities}; expected one word per modality'
-            )
-        return words
-
     def _resolve_bind_layers(self, bind_layers: Union[Sequence[int], str]) -> Tuple[int, ...]:
         num_layers = self.num_layers
         if not self.num_bind_prompts:
@@ -736,7 +468,7 @@ class DMPTCLIPViT(BaseModule):
         num_streams = images.shape[0]
         grad_enabled = torch.is_grad_enabled()
         with torch.set_grad_enabled(grad_enabled and self._first_grad_layer == 0):
-            seq = visual._embeds(images)  # (S, 1 + G, C): cls, pos-embed, ln_pre
+            seq = visual_embeds(visual, images)  # (S, 1 + G, C): cls, pos-embed, ln_pre
         dtype = seq.dtype
         num_base = seq.shape[1]
 

@@ -7,9 +7,8 @@ import torch
 from mmengine.model import BaseDataPreprocessor
 
 from mmdmpt.registry import MODELS
+from mmdmpt.structures import check_modalities, stack_modality_mask
 from mmdmpt.utils.errors import ConfigError
-
-_MODALITIES = ('rgb', 'nir', 'tir')
 
 StatsType = Union[Number, Sequence[Number], Sequence[Sequence[Number]], Mapping[str, Sequence]]
 
@@ -66,14 +65,7 @@ class MultiModalDataPreprocessor(BaseDataPreprocessor):
     ) -> None:
         super().__init__(non_blocking=non_blocking)
         if modalities is not None:
-            modalities = tuple(modalities)
-            for name in modalities:
-                if name not in _MODALITIES:
-                    raise ConfigError(
-                        f'unknown modality {name!r} in modalities '
-                        f'(data_preprocessor.modalities={modalities}); expected names among '
-                        f'{_MODALITIES}'
-                    )
+            modalities = check_modalities(modalities, 'data_preprocessor.modalities')
         self.modalities = modalities
         mean_t, self._mean_keys = self._parse_stats(mean, 'mean')
         std_t, self._std_keys = self._parse_stats(std, 'std')
@@ -85,13 +77,7 @@ class MultiModalDataPreprocessor(BaseDataPreprocessor):
 
     def _parse_stats(self, value: StatsType, what: str) -> Tuple[torch.Tensor, Optional[tuple]]:
         if isinstance(value, Mapping):
-            keys = tuple(value)
-            for name in keys:
-                if name not in _MODALITIES:
-                    raise ConfigError(
-                        f'unknown modality {name!r} in {what} (data_preprocessor.{what}); '
-                        f'expected names among {_MODALITIES}'
-                    )
+            keys = check_modalities(tuple(value), f'data_preprocessor.{what} (its keys)')
             rows = [_triplet(value[k], f'{what}[{k!r}]') for k in keys]
             return torch.tensor(rows, dtype=torch.float32), keys
         if isinstance(value, Number) or (
@@ -179,7 +165,6 @@ class MultiModalDataPreprocessor(BaseDataPreprocessor):
             )
 
         modalities = self.modalities
-        masks = []
         for sample in data_samples or []:
             declared = sample.metainfo.get('modalities')
             if declared is not None:
@@ -192,30 +177,22 @@ class MultiModalDataPreprocessor(BaseDataPreprocessor):
                         f'{modalities}; expected data_preprocessor.modalities and '
                         'dataset.modalities to be the same names in the same order'
                     )
-            mask = sample.metainfo.get('modality_mask')
-            if mask is not None:
-                mask = torch.as_tensor(mask, dtype=torch.bool)
-                if mask.shape != (m,):
-                    raise ValueError(
-                        f'MultiModalDataPreprocessor: modality_mask of shape {tuple(mask.shape)} '
-                        f'for {m} modalities'
-                    )
-            masks.append(mask)
         if modalities is not None and len(modalities) != m:
             raise ValueError(
                 f'MultiModalDataPreprocessor: batch has {m} modalities but samples declare '
                 f'{modalities}'
             )
+        try:
+            mask = stack_modality_mask(data_samples, n, m)
+        except ValueError as exc:
+            raise ValueError(f'MultiModalDataPreprocessor: {exc}') from None
 
         mean = self._rows(self.mean, self._mean_keys, modalities, m, 'mean')
         std = self._rows(self.std, self._std_keys, modalities, m, 'std')
         inputs = self.cast_data(inputs).float()
         inputs = (inputs - mean.view(1, -1, 3, 1, 1)) / std.view(1, -1, 3, 1, 1)
-        if any(mk is not None and not bool(mk.all()) for mk in masks):
-            full = torch.stack(
-                [torch.ones(m, dtype=torch.bool) if mk is None else mk for mk in masks]
-            ).to(inputs.device)
-            inputs = inputs.masked_fill(~full.view(n, m, 1, 1, 1), 0.0)
+        if mask is not None and not bool(mask.all()):
+            inputs = inputs.masked_fill(~mask.to(inputs.device).view(n, m, 1, 1, 1), 0.0)
         if data_samples is not None:
             data_samples = self.cast_data(data_samples)
         return {'inputs': inputs, 'data_samples': data_samples}

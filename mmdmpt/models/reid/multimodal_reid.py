@@ -1,7 +1,6 @@
 """The top-level multi-modal ReID model."""
 
 import copy
-import inspect
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Set, Union
 
@@ -11,9 +10,10 @@ from mmengine.model import BaseModel
 from torch import nn
 
 from mmdmpt.registry import MODELS
+from mmdmpt.structures import stack_modality_mask
 from mmdmpt.utils.errors import ConfigError
 
-from ..utils import count_parameters, stack_modality_mask
+from ..utils import count_parameters
 
 
 def _fill_frozen_keys(
@@ -54,9 +54,11 @@ class MultiModalReID(BaseModel):
 
     Args:
         backbone (dict): Backbone config, e.g. ``dict(type='DMPTCLIPViT', ...)``.
-        head (dict): Head config, e.g. ``dict(type='BNNeckHead', ...)``; its
-            ``num_modalities`` defaults to the backbone's, and its
-            ``in_channels`` must equal ``M * backbone.out_channels``.
+        head (dict): Head config, e.g. ``dict(type='BNNeckHead', ...)``. The
+            model passes it ``num_modalities=M`` and ``in_channels=M * D``
+            from the backbone (``backbone.num_modalities``,
+            ``backbone.out_channels``: the contract of a backbone here); a
+            head config may leave both out, and a value it states must agree.
         data_preprocessor (dict | nn.Module, optional): E.g.
             ``dict(type='MultiModalDataPreprocessor')``. Defaults to None
             (MMEngine's ``BaseDataPreprocessor``, which only moves data; a
@@ -84,22 +86,19 @@ class MultiModalReID(BaseModel):
             data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
+        num_mod = int(self.backbone.num_modalities)
+        in_channels = num_mod * int(self.backbone.out_channels)
         head = copy.deepcopy(dict(head))
-        head_cls = MODELS.get(head['type']) if isinstance(head.get('type'), str) else None
-        num_mod = getattr(self.backbone, 'num_modalities', None)
-        if head_cls is not None and num_mod is not None:
-            if 'num_modalities' in inspect.signature(head_cls).parameters:
-                head.setdefault('num_modalities', num_mod)
+        for key, value in (('in_channels', in_channels), ('num_modalities', num_mod)):
+            given = head.get(key)
+            if given not in (None, 'auto') and given != value:
+                raise ConfigError(
+                    f'model.head.{key}={given} but the backbone gives {num_mod} modalities x '
+                    f'{self.backbone.out_channels} channels (in_channels {in_channels}); leave '
+                    f'model.head.{key} out (it follows the backbone) or set it to {value}.'
+                )
+            head[key] = value
         self.head = MODELS.build(head)
-        out_channels = getattr(self.backbone, 'out_channels', None)
-        in_channels = getattr(self.head, 'in_channels', None)
-        known = None not in (out_channels, num_mod, in_channels)
-        if known and in_channels != num_mod * out_channels:
-            raise ConfigError(
-                f'head.in_channels={in_channels} (model.head.in_channels) but the backbone gives '
-                f'{num_mod} modalities x {out_channels} channels = {num_mod * out_channels}; '
-                f'set model.head.in_channels={num_mod * out_channels}'
-            )
         if getattr(self.head, 'requires_alignment', False):
             self.head.init_alignment(
                 self.backbone.get_visual_projection(), self.backbone.modality_text_features

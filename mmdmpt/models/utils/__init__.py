@@ -12,7 +12,7 @@ from .clip_weights import (
     resize_visual_pos_embed,
     resolve_quick_gelu,
 )
-from .misc import count_parameters, release_free_memory, stack_modality_mask
+from .misc import count_parameters, release_free_memory
 
 __all__ = [
     'ACCEPTED_FORMATS',
@@ -27,5 +27,4 @@ __all__ = [
     'resize_visual_pos_embed',
     'resolve_clip_config',
     'resolve_quick_gelu',
-    'stack_modality_mask',
 ]

@@ -3,61 +3,9 @@
 import ctypes
 import gc
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict
 
-import torch
 from torch import nn
-
-
-def stack_modality_mask(
-    data_samples: Optional[Sequence],
-    num_samples: int,
-    num_modalities: int,
-    device: Optional[torch.device] = None,
-) -> Optional[torch.Tensor]:
-    """Collect ``modality_mask`` from data samples into an ``(N, M)`` bool tensor.
-
-    Each sample may carry ``modality_mask`` (bool ``(M,)``, True where the
-    modality is present) in its metainfo or data fields (see
-    ``docs/contracts.md``). Samples without it count as fully present.
-
-    Args:
-        data_samples (Sequence, optional): The batch's data samples.
-        num_samples (int): N.
-        num_modalities (int): M.
-        device (torch.device, optional): Device of the result. Defaults to None.
-
-    Returns:
-        Tensor | None: ``(N, M)`` bool, or None when no sample carries a mask
-        (meaning all modalities are present).
-
-    Raises:
-        ValueError: If a mask does not have M entries or the number of data
-            samples differs from N.
-    """
-    if not data_samples:
-        return None
-    if len(data_samples) != num_samples:
-        raise ValueError(f'{len(data_samples)} data samples for {num_samples} inputs')
-    masks: List[Optional[torch.Tensor]] = []
-    for sample in data_samples:
-        mask = getattr(sample, 'modality_mask', None)
-        if mask is None and isinstance(sample, dict):
-            mask = sample.get('modality_mask')
-        masks.append(None if mask is None else torch.as_tensor(mask).reshape(-1).bool())
-    if all(m is None for m in masks):
-        return None
-    rows = []
-    for mask in masks:
-        if mask is None:
-            mask = torch.ones(num_modalities, dtype=torch.bool)
-        if mask.numel() != num_modalities:
-            raise ValueError(
-                f'modality_mask has {mask.numel()} entries but the model has {num_modalities} '
-                'modalities'
-            )
-        rows.append(mask.cpu())
-    return torch.stack(rows).to(device)
 
 
 def count_parameters(model: nn.Module) -> Dict[str, float]:

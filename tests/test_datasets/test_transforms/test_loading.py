@@ -35,8 +35,10 @@ def test_missing_modalities(tmp_path, writer):
     out = LoadMultiModalImages(missing_modalities=('nir',))(results)
     assert out['modality_mask'].tolist() == [True, False, True]
     assert out['imgs'][1].shape == (20, 10, 3) and not out['imgs'][1].any()
-    with pytest.raises(ValueError, match="unknown modality 'depth' in missing_modalities"):
-        LoadMultiModalImages(missing_modalities=('depth',))
+    with pytest.raises(ValueError, match="missing_modalities=.*lowercase words.*'Depth!'"):
+        LoadMultiModalImages(missing_modalities=('Depth!',))
+    # any modality name is allowed (own data); one the sample lacks is ignored
+    assert LoadMultiModalImages(missing_modalities=('depth',)).missing_modalities == ('depth',)
     with pytest.raises(ValueError, match='every modality of the sample'):
         LoadMultiModalImages(missing_modalities=('rgb', 'nir', 'tir'))(_sample(tmp_path, writer))
     # a name the sample does not carry is ignored

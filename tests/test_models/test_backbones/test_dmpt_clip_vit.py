@@ -5,7 +5,7 @@ import torch
 from open_clip.model import resize_pos_embed
 from open_clip.transformer import QuickGELU
 
-from mmdmpt.models.backbones import DMPTCLIPViT, fast_block_forward
+from mmdmpt.models.backbones import DMPTCLIPViT
 
 IMG = (64, 32)  # 8x4 grid with patch 8; the weight files are 32x32 (4x4)
 
@@ -284,9 +284,12 @@ def test_bind_layer_validation(tiny_cfg, tiny_weights):
 
 def test_other_validation(tiny_cfg):
     cfg = tiny_cfg(layers=2)
-    with pytest.raises(ValueError, match='modality word'):
-        _backbone(cfg, modalities=('rgb', 'depth'))
-    assert _backbone(cfg, modalities=('rgb', 'depth'), modality_words=('visible', 'depth'))
+    with pytest.raises(ValueError, match=r"no word for the modalities \['lidar'\]"):
+        _backbone(cfg, modalities=('rgb', 'lidar'))
+    assert _backbone(cfg, modalities=('rgb', 'lidar'), modality_words=('visible', 'lidar'))
+    assert _backbone(cfg, modalities=('rgb', 'lidar'), modality_words=dict(lidar='lidar'))
+    depth = _backbone(cfg, modalities=('rgb', 'depth'))  # a known word by default
+    assert depth.modality_words == ('visible', 'depth')
     with pytest.raises(ValueError, match='feature'):
         _backbone(cfg, feature='avg')
     with pytest.raises(ValueError, match='divisible'):
@@ -329,11 +332,3 @@ def test_with_cp_same_gradients(tiny_cfg, tiny_weights):
         grads.append(backbone.semantic_prompts.prompts.grad.clone())
     assert grads[0].abs().sum() > 0
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
-
-
-def test_fast_block_matches_open_clip_block(tiny_cfg, clip_factory):
-    clip = clip_factory(tiny_cfg(layers=1), 32)
-    block = clip.visual.transformer.resblocks[0]
-    x = torch.randn(5, 11, 64)
-    with torch.no_grad():
-        assert torch.allclose(fast_block_forward(block, x), block(x), atol=1e-5)

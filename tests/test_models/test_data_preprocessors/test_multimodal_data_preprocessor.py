@@ -73,15 +73,15 @@ def test_errors():
         MultiModalDataPreprocessor(modalities=('rgb', 'tir'))(default_collate([_sample()]))
     with pytest.raises(ValueError, match='mean holds 2 per-modality entries but the batch has 3'):
         MultiModalDataPreprocessor(mean=[(1, 1, 1), (2, 2, 2)])(default_collate([_sample()]))
-    with pytest.raises(ValueError, match="unknown modality 'depth' in mean"):
-        MultiModalDataPreprocessor(mean={'depth': (1, 1, 1)})
+    with pytest.raises(ValueError, match=r"data_preprocessor.mean \(its keys\).*'RGB'"):
+        MultiModalDataPreprocessor(mean={'RGB': (1, 1, 1)})
     with pytest.raises(ValueError, match=r"mean has no entry for modalities \['tir'\]"):
         MultiModalDataPreprocessor(mean={'rgb': (1, 1, 1), 'nir': (1, 1, 1)})(
             default_collate([_sample()])
         )
     with pytest.raises(ValueError, match='std values must be positive'):
         MultiModalDataPreprocessor(std=0)
-    with pytest.raises(ValueError, match='modality_mask of shape'):
+    with pytest.raises(ValueError, match='modality_mask has 2 entries but the model has 3'):
         pre(default_collate([_sample(mask=(True, False))]))
     with pytest.raises(ValueError, match='expects a dict with "inputs"'):
         pre(torch.zeros(1))

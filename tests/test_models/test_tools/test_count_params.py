@@ -96,6 +96,8 @@ def test_default_vit_b16_budget():
             str(TOOL),
             str(cfg),
             '--json',
+            '--num-classes',
+            '171',
             '--cfg-options',
             'model.backbone.pretrained=None',
         ],
@@ -117,6 +119,7 @@ def test_configs_parse():
     for name in ('dmpt_vit-b16.py', 'clip_vit-b16_fullft.py'):
         cfg = Config.fromfile(ROOT / 'configs' / '_base_' / 'models' / name)
         assert cfg.model.type == 'MultiModalReID'
-        assert cfg.model.head.in_channels == 2304
+        # in_channels / num_modalities follow the backbone; num_classes the data
+        assert 'in_channels' not in cfg.model.head and cfg.model.head.num_classes == 'auto'
     full = Config.fromfile(ROOT / 'configs' / '_base_' / 'models' / 'clip_vit-b16_fullft.py')
     assert full.model.backbone.frozen is False and full.model.backbone.bind_layers == ()

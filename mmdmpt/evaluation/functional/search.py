@@ -10,19 +10,15 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Uni
 import numpy as np
 import torch
 
-from mmdmpt.evaluation.functional import search_topk
-from mmdmpt.evaluation.functional._utils import check_ids, check_metric
 from mmdmpt.utils.errors import ConfigError
+
+from ._utils import check_ids, check_metric
+from .distance import search_topk
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 GalleryMeta = Union[Mapping[str, Sequence], Sequence[Mapping[str, Any]]]
 
-__all__ = ['SearchResult', 'GallerySearcher', 'search_gallery', 'removal_rule_name']
-
-
-def removal_rule_name(use_scenes: bool) -> str:
-    """The removal rule in words: ``'same id and same camera'`` / ``... scene``."""
-    return 'same id and same scene' if use_scenes else 'same id and same camera'
+__all__ = ['SearchResult', 'GallerySearcher', 'search_gallery']
 
 
 class SearchResult(NamedTuple):

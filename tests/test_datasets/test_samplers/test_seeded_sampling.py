@@ -1,6 +1,8 @@
-"""Per-sample seeds: IdentitySampler's SeededIndex and the dataset's seeded pipeline."""
+"""Seeded sampling: IdentitySampler's SeededIndex and the dataset's seeded pipeline.
 
-import pickle
+The seeding helpers themselves are tested in ``tests/test_utils/test_seeding.py``.
+"""
+
 import random
 
 import numpy as np
@@ -10,13 +12,8 @@ from mmengine.dataset import default_collate
 from torch.utils.data import DataLoader
 
 from mmdmpt.datasets import RGBNT201, IdentitySampler
-from mmdmpt.datasets.samplers import (
-    SeededIndex,
-    derive_seed,
-    derive_seeds,
-    seed_global_rngs,
-    seeded_rngs,
-)
+from mmdmpt.datasets.samplers import SeededIndex
+from mmdmpt.utils.seeding import derive_seeds, seed_global_rngs
 
 AUGMENT = [
     dict(type='LoadMultiModalImages'),
@@ -42,46 +39,6 @@ def dataset(trees):
 
 def _draws():
     return (random.random(), float(np.random.rand()), float(torch.rand(())))
-
-
-def test_seeded_index_is_an_int_that_keeps_its_seed():
-    idx = SeededIndex(7, 2**64 - 1)
-    assert isinstance(idx, int) and idx == 7 and hash(idx) == hash(7)
-    assert [10, 11, 12, 13, 14, 15, 16, 17][idx] == 17
-    assert str(idx) == '7' and f'{idx}' == '7' and 'seed=' in repr(idx)
-    assert type(idx + 1) is int and type(int(idx)) is int
-    back = pickle.loads(pickle.dumps(idx))
-    assert type(back) is SeededIndex and back == 7 and back.seed == 2**64 - 1
-
-
-def test_derived_seeds_are_stable_and_distinct():
-    assert derive_seed(1, 2, 3) == derive_seed(1, 2, 3)
-    assert len({derive_seed(1, 2, 3), derive_seed(1, 2, 4), derive_seed(1, 3, 2)}) == 3
-    assert 0 <= derive_seed(-1, 5) < 2**64 and derive_seed(-1, 5) == derive_seed(2**64 - 1, 5)
-    many = derive_seeds(50, 9, 1)
-    assert many.dtype == np.uint64 and len(set(many.tolist())) == 50
-    assert derive_seeds(5, 9, 1).tolist() == many[:5].tolist()
-    with pytest.raises(TypeError, match=r'seed keys must be ints, got 1\.5'):
-        derive_seed(1.5)
-
-
-def test_seeded_rngs_are_reproducible_and_restore_the_global_streams():
-    seed_global_rngs(123)
-    expected_next = _draws()
-    seed_global_rngs(123)
-    with seeded_rngs(42):
-        first = _draws()
-    assert _draws() == expected_next  # the outer streams went on untouched
-    with seeded_rngs(42):
-        assert _draws() == first
-    with seeded_rngs(43):
-        assert _draws() != first
-    # The states come back after an error too.
-    seed_global_rngs(123)
-    with pytest.raises(RuntimeError), seeded_rngs(42):
-        _draws()
-        raise RuntimeError
-    assert _draws() == expected_next
 
 
 def test_identity_sampler_yields_seeds_of_seed_epoch_rank_and_position(monkeypatch):

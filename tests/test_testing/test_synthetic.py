@@ -1,3 +1,6 @@
+"""The synthetic generator: determinism, layouts, variants, families, user errors."""
+
+import ast
 import hashlib
 import importlib.util
 import json
@@ -8,11 +11,24 @@ import re
 import numpy as np
 import pytest
 
-from mmdmpt.datasets import synthetic
-from mmdmpt.datasets.synthetic import make_synthetic
+from mmdmpt.datasets import wmveid863
+from mmdmpt.testing import make_synthetic, synthetic
 from mmdmpt.utils.errors import ConfigError
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TESTING = osp.join(ROOT, 'mmdmpt', 'testing')
+
+
+@pytest.fixture(scope='module')
+def trees(tmp_path_factory):
+    """layout -> (root, summary) of two small trees (as tests/test_datasets/conftest.py)."""
+    base = tmp_path_factory.mktemp('synthetic')
+    args = dict(num_ids=12, train_ids=6, samples_per_camera=2, seed=3, family_size=3)
+    out = {}
+    for layout, (h, w) in {'rgbnt201': (64, 32), 'rgbnt100': (32, 64)}.items():
+        root = str(base / layout)
+        out[layout] = (root, make_synthetic(root, layout=layout, height=h, width=w, **args))
+    return out
 
 
 def _digest(root):
@@ -71,8 +87,8 @@ def test_cli_and_id_offset(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path / 'a')) == ['synthetic_meta.json', 'test', 'train_171']
     assert sorted(os.listdir(tmp_path / 'a' / 'test')) == ['NI', 'RGB', 'TI']
     # a disjoint identity set also looks different
-    ids1 = synthetic._make_identities(6, 3, 'person', 0, 1)
-    ids2 = synthetic._make_identities(6, 3, 'person', 0, 1001)
+    ids1 = synthetic.make_identities(6, 3, 'person', 0, 1)
+    ids2 = synthetic.make_identities(6, 3, 'person', 0, 1001)
     assert [i['colours'] for i in ids1] != [i['colours'] for i in ids2]
     with pytest.raises(ConfigError, match='already exists and is not empty.*--overwrite'):
         cli.main(common + ['--out', str(tmp_path / 'a')])
@@ -144,11 +160,11 @@ def test_wmveid863_variant_errors_and_overwrite(tmp_path):
 
 def test_families_differ_in_one_modality_only():
     for kind in ('person', 'vehicle'):
-        idents = synthetic._make_identities(30, 3, kind, 0, 1)
+        idents = synthetic.make_identities(30, 3, kind, 0, 1)
         types = set()
         for f in range(10):
             members = [i for i in idents if i['family'] == f]
-            luts = [synthetic._luts(i, kind) for i in members]
+            luts = [synthetic.identity_luts(i, kind) for i in members]
             ftype = members[0]['family_type']
             types.add(ftype)
             assert len({str(i['shape']) for i in members}) == 1
@@ -186,3 +202,50 @@ def test_images_and_errors(trees, tmp_path):
         make_synthetic(str(tmp_path / 'x'), num_ids=6, train_ids=6)
     with pytest.raises(ValueError, match='samples_per_camera must be >= 2 for rgbnt100'):
         make_synthetic(str(tmp_path / 'y'), layout='rgbnt100', samples_per_camera=1)
+
+
+def test_one_writer_per_layout():
+    assert (
+        synthetic.LAYOUTS
+        == tuple(synthetic.WRITERS)
+        == (
+            'rgbnt201',
+            'rgbnt100',
+            'msvr310',
+            'wmveid863',
+        )
+    )
+    # the codes are part of every seed: fixed, one per layout
+    codes = {name: writer.code for name, writer in synthetic.WRITERS.items()}
+    assert codes == {'rgbnt201': 1, 'rgbnt100': 2, 'msvr310': 3, 'wmveid863': 4}
+    assert synthetic.WMVEID863_LAYOUTS == synthetic.WRITERS['wmveid863'].variants
+    assert all(not w.variants for n, w in synthetic.WRITERS.items() if n != 'wmveid863')
+    with pytest.raises(ValueError, match="no variant 'gallery'"):
+        synthetic.WRITERS['wmveid863']('gallery')
+
+
+def test_writer_variants_are_the_layouts_the_reader_knows():
+    # the writer keeps its own copy (it may not import mmdmpt.datasets): the same layouts
+    from mmdmpt.testing.synthetic.wmveid863 import VARIANTS
+
+    assert VARIANTS == dict(wmveid863.WMVEID863_LAYOUTS)
+
+
+def test_testing_imports_only_floor_one_of_mmdmpt():
+    # floor 1: mmdmpt.testing may import mmdmpt.utils and mmdmpt.structures (the
+    # vocabulary), never the runtime packages it tests
+    imported = set()
+    for dirpath, _, files in os.walk(TESTING):
+        for name in files:
+            if not name.endswith('.py'):
+                continue
+            with open(osp.join(dirpath, name)) as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    imported.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    imported.add(node.module)
+    ours = {m for m in imported if m == 'mmdmpt' or m.startswith('mmdmpt.')}
+    floor_one = ('mmdmpt.utils', 'mmdmpt.structures')
+    assert ours and all(m.startswith(floor_one) for m in ours), sorted(ours)

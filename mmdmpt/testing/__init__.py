@@ -1,0 +1,9 @@
+"""Helpers for tests, demos and benchmarks (as ``mmengine.testing``).
+
+Floor 1: imports :mod:`mmdmpt.utils` only (plus NumPy, OpenCV and MMEngine),
+never the runtime packages it helps test.
+"""
+
+from .synthetic import LAYOUTS, WMVEID863_LAYOUTS, make_synthetic
+
+__all__ = ['LAYOUTS', 'WMVEID863_LAYOUTS', 'make_synthetic']
