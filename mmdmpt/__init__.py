@@ -61,4 +61,28 @@ def _check_versions() -> None:
 
 _check_versions()
 
+#: Subpackages reached as attributes (``mmdmpt.apis.list_models()``) without
+#: an explicit import; they are imported on first use.
+_SUBPACKAGES = (
+    'apis',
+    'datasets',
+    'engine',
+    'evaluation',
+    'models',
+    'structures',
+    'testing',
+    'utils',
+    'visualization',
+)
+
+
+def __getattr__(name: str):
+    """Import a subpackage on first use, so that ``import mmdmpt`` stays cheap."""
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f'{__name__}.{name}')
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
 __all__ = ['__version__', 'version_info']

@@ -5,18 +5,31 @@
 # --id-offset 1001 --seed 1 --family-size 1: every identity is its own family,
 # so identities differ in RGB, the only modality this stage sees; 300 ids, 290
 # for training). tools/model_converters/reid_to_open_clip.py then saves it in
-# open_clip format, and DMPT loads it through the same `pretrained` path as
-# real CLIP weights.
+# open_clip format (the text tower freshly initialised, never trained), and
+# DMPT loads it through the same `pretrained` path as real CLIP weights.
 #
-# Tuning (181 iterations per epoch): 20 epochs at Adam 5e-4 gave a better
-# frozen backbone for DMPT than 12 epochs at 1e-3, and one whose identities are
-# all RGB-distinct a better one than the families of 3 of the benchmark (2/3 of
-# them indistinguishable in RGB). The stand-in's quality varies with the
-# augmentation stream; measured with the per-sample seeding (1 CPU thread,
-# DMPT mAP (b) / frozen mAP (a)): 20 epochs 76.1 / 49.5 (2 threads), 25 epochs
-# 80.3 / 53.8, 30 epochs 79.9 / 58.2 and (seed 1) 79.7 at epoch 8 / 58.9, 30
-# epochs at 1e-3 78.1 / 60.3. A better stand-in raises (a) more than (b); 25
-# epochs keeps both of the demo's margins (b >= 75, b - a >= 15).
+# Held-out ids: 29 of the 290 training ids (val_fraction=0.1) are kept out of
+# training; the 'val' split (one query per id and camera, the rest gallery,
+# RGB only) measures the stand-in once, at the end. The benchmark's ids are
+# never seen here.
+#
+# Selection of the learning rate and epochs (1 CPU thread, 163 iterations per
+# epoch, the cosine schedule below scaled to each length). Criterion: the
+# stand-in's own RGB retrieval mAP on the 29 held-out ids (pre-BN feature),
+# as CLIP's pretraining is judged without the downstream task; it also keeps
+# this stage independent of DMPT's. Rule, fixed before the runs: the highest
+# held-out mAP; candidates within 1.0 mAP of it are tied, and among them the
+# fewest epochs win (then the higher mAP). Held-out mAP / Rank-1:
+#                8 epochs       12 epochs      16 epochs
+#   lr 5e-4    89.3 / 84.5    90.6 / 85.3    90.6 / 85.3
+#   lr 1e-3    90.3 / 83.6    90.8 / 85.3    90.4 / 85.3
+# Best 90.8 (1e-3, 12 epochs); tied: >= 89.8. Chosen: lr 1e-3, 8 epochs
+# (90.3). A re-run reproduced its figures exactly (5e-4, 8 epochs: 89.3495).
+# These runs predate commit d5d8f5d; with its library the chosen recipe
+# scores 90.8 (not re-selected).
+# Not selected here: the tiny architecture and the pretraining set's design
+# (every id distinct in RGB, the only modality seen), fixed by design; an
+# earlier version of the demo had compared set designs on test ids.
 _base_ = [
     '../_base_/models/dmpt_vit-tiny.py',
     '../_base_/datasets/synthetic_rgbnt201_bs32_128x64.py',
@@ -26,29 +39,29 @@ _base_ = [
 
 data_root = 'data/synthetic_demo/pretrain/'
 modalities = ('rgb',)
+val_fraction = 0.1  # 29 of the 290 training ids held out for the selection
 
 model = dict(
     backbone=dict(
-        modalities=modalities,
         frozen=False,
         num_modality_prompts=0,
         num_semantic_prompts=0,
         num_bind_prompts=0,
         bind_layers=(),
     ),
-    head=dict(in_channels=128, num_classes=290, num_modalities=1),
+    # num_classes 'auto': 261 = 290 - 29 training ids; the test feature is the
+    # tower's own (pre-BN) feature, the one DMPT's (a) row starts from.
+    head=dict(test_feature='before'),
 )
 
-train_dataloader = dict(dataset=dict(data_root=data_root, modalities=modalities))
-val_dataloader = None
-val_cfg = None
-val_evaluator = None
+train_dataloader = dict(dataset=dict(val_fraction=val_fraction))
+val_dataloader = dict(dataset=dict(split='val', val_fraction=val_fraction))
 test_dataloader = None
 test_cfg = None
 test_evaluator = None
 
-max_epochs = 25
-optim_wrapper = dict(optimizer=dict(lr=5e-4))
+max_epochs = 8
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
     dict(
         type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1, convert_to_iter_based=True
@@ -63,5 +76,8 @@ param_scheduler = [
         convert_to_iter_based=True,
     ),
 ]
-train_cfg = dict(max_epochs=max_epochs)
+# Validation on the held-out ids once, after the last epoch.
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 default_hooks = dict(logger=dict(interval=50), checkpoint=dict(interval=max_epochs))
+# The exported tower must be complete: SafeCheckpointHook's trainable_only='auto'
+# stores every tensor of a model whose backbone is not frozen.

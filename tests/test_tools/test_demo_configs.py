@@ -11,8 +11,8 @@ import pytest
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from mmdmpt.datasets import synthetic
 from mmdmpt.registry import MODELS
+from mmdmpt.testing import synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,18 +36,25 @@ def _in_repo(monkeypatch):
 def _split(spec, layout='rgbnt201'):
     """Train / test raw ids that make_synthetic would write for ``spec``."""
     kind = 'person' if layout == 'rgbnt201' else 'vehicle'
-    identities = synthetic._make_identities(
+    identities = synthetic.make_identities(
         spec['num_ids'], spec.get('family_size', 3), kind, spec['seed'], spec['id_offset']
     )
-    train, test = synthetic._split_ids(
+    train, test = synthetic.split_ids(
         identities, spec['train_ids'], spec['seed'], spec['id_offset']
     )
     return [i['pid'] for i in train], [i['pid'] for i in test]
 
 
+def _held_out(num_train: int, val_fraction: float) -> int:
+    """Training ids a dataset holds out with ``val_fraction`` (its rule)."""
+    return max(1, int(round(val_fraction * num_train)))
+
+
 def _build(cfg):
     init_default_scope(cfg.default_scope)
     cfg.model.backbone.pretrained = None
+    if cfg.model.head.num_classes == 'auto':  # the Runner reads it from the data
+        cfg.model.head.num_classes = 7
     return MODELS.build(cfg.model)
 
 
@@ -59,8 +66,13 @@ def test_specs_match_the_configs(demo):
     assert 18 <= len(bench_test) <= 30
     standin = Config.fromfile(demo.STANDIN_CONFIG)
     dmpt = Config.fromfile(demo.DMPT_CONFIG)
-    assert standin.model.head.num_classes == len(pre_train)
-    assert dmpt.model.head.num_classes == len(bench_train)
+    # each stage trains on its training ids minus the ones held out for the selection
+    pre_held = _held_out(len(pre_train), standin.train_dataloader.dataset.val_fraction)
+    bench_held = _held_out(len(bench_train), dmpt.train_dataloader.dataset.val_fraction)
+    # ... and sizes its classifier from that training set ('auto')
+    assert standin.model.head.num_classes == dmpt.model.head.num_classes == 'auto'
+    assert len(pre_train) - pre_held == 261 and len(bench_train) - bench_held == 120
+    assert bench_held == len(bench_test)  # as many held-out ids as test ids
     # the same tiny CLIP tower in both stages
     assert standin.model.backbone.clip_model == dmpt.model.backbone.clip_model
     assert standin.model.backbone.img_size == dmpt.model.backbone.img_size
@@ -74,6 +86,17 @@ def test_standin_config_builds_rgb_only(demo, tmp_path):
     assert cfg.train_dataloader.dataset.data_root == osp.join('some/root', 'pretrain')
     assert tuple(cfg.train_dataloader.dataset.modalities) == ('rgb',)
     assert cfg.get('test_dataloader') is None
+    # validation: the held-out ids of the pretraining set, RGB only
+    val = cfg.val_dataloader.dataset
+    assert val.data_root == osp.join('some/root', 'pretrain')
+    assert val.split == 'val' and tuple(val.modalities) == ('rgb',)
+    assert val.val_fraction == cfg.train_dataloader.dataset.val_fraction > 0
+    assert cfg.train_cfg.val_interval == cfg.train_cfg.max_epochs
+    # the exported tower must be complete: 'auto' keeps every tensor of a
+    # model whose backbone is not frozen
+    hooks = {h['type']: h for h in cfg.custom_hooks}
+    assert hooks['SafeCheckpointHook']['trainable_only'] == 'auto'
+    assert cfg.model.backbone.frozen is False
     model = _build(cfg)
     assert tuple(model.backbone.modalities) == ('rgb',)
     assert not model.backbone.frozen
@@ -88,6 +111,14 @@ def test_dmpt_config_builds_frozen(demo, tmp_path):
         assert cfg[key].dataset.data_root == osp.join('some/root', 'RGBNT201')
     assert cfg.model.backbone.pretrained == demo.parse_args([]).standin
     assert cfg.train_dataloader.batch_size == cfg.train_dataloader.sampler.batch_size
+    # held-out training ids for validation (and the recipe selection); the
+    # test ids only in the test split
+    fraction = cfg.train_dataloader.dataset.val_fraction
+    assert fraction > 0
+    assert cfg.val_dataloader.dataset.split == 'val'
+    assert cfg.val_dataloader.dataset.val_fraction == fraction
+    assert cfg.test_dataloader.dataset.split == 'test'
+    assert cfg.model.head.test_feature in ('before', 'after')
     model = _build(cfg)
     assert model.backbone.frozen
     assert tuple(model.backbone.modalities) == ('rgb', 'nir', 'tir')
@@ -121,6 +152,111 @@ def test_standin_is_reused_when_its_settings_match(demo, tmp_path):
     assert settings['data'] == demo.data_settings(demo.PRETRAIN_SET)
     ckpt = tmp_path / 'standin.safetensors'
     ckpt.write_bytes(b'not read when reused')
-    (tmp_path / 'standin.json').write_text(json.dumps(settings))
+    val = {'reid/mAP': 90.0, 'reid/Rank-1': 85.0, 'reid/mINP': 80.0}
+    ids = dict(train=261, val=29)
+    (tmp_path / 'standin.json').write_text(json.dumps(dict(settings=settings, val=val, ids=ids)))
     args = demo.parse_args(['--standin', str(ckpt), '--work-dir', str(tmp_path / 'work')])
-    assert demo.make_standin(args) == 'reused'
+    # reused, with the held-out figures measured when it was trained
+    assert demo.make_standin(args) == dict(state='reused', val=val, ids=ids)
+
+
+def _features(feats, pids, camids, is_query):
+    import torch
+
+    num = len(pids)
+    return dict(
+        feats=torch.tensor(feats, dtype=torch.float32),
+        pids=torch.tensor(pids),
+        camids=torch.tensor(camids),
+        sceneids=torch.full((num,), -1),
+        is_query=torch.tensor(is_query),
+        sample_idx=torch.arange(num),
+        modality_mask=torch.ones(num, 1, dtype=torch.bool),
+        img_paths=[['x.jpg']] * num,
+        modalities=['rgb'],
+        has_scenes=False,
+        normalized=False,
+        missing=[],
+        dataset_name='',
+    )
+
+
+def test_nearest_neighbour_shares(demo):
+    features = _features(
+        feats=[[1, 0], [0, 1], [1, 0], [0.9, 0.1], [0.5, 0.5], [0.1, 0.9]],
+        pids=[1, 2, 1, 3, 1, 2],
+        camids=[0, 1, 0, 0, 1, 0],
+        is_query=[True, True, False, False, False, False],
+    )
+    shares = demo.nearest_neighbour_shares(features)
+    # query 0: its twin (same id, same camera) is removed; the nearest kept
+    # sample has its camera, another id. Query 1: nearest is its id, other camera.
+    assert shares['camera'] == pytest.approx(50.0)
+    assert shares['identity'] == pytest.approx(50.0)
+    # kept gallery: query 0 sees 3 (2 same camera, 1 same id), query 1 all 4 (1, 1)
+    assert shares['camera_chance'] == pytest.approx(100 * (2 / 3 + 1 / 4) / 2)
+    assert shares['identity_chance'] == pytest.approx(100 * (1 / 3 + 1 / 4) / 2)
+    assert shares['num_queries'] == 2
+
+
+def test_nn_conclusion_follows_the_numbers(demo):
+    chance = dict(camera_chance=50.0, identity_chance=2.0)
+    assert 'not by identity' in demo.nn_conclusion(dict(chance, camera=95.0, identity=1.0))
+    assert 'more than chance' in demo.nn_conclusion(dict(chance, camera=95.0, identity=20.0))
+    assert 'no camera preference' in demo.nn_conclusion(dict(chance, camera=52.0, identity=1.0))
+
+
+def _metrics(m):
+    return {'reid/mAP': m, 'reid/Rank-1': m - 5, 'reid/mINP': m + 1}
+
+
+def _run(test_map, val_map, nn):
+    return dict(
+        test={'rgb+nir+tir': _metrics(test_map), 'rgb': _metrics(test_map - 20)},
+        val=_metrics(val_map),
+        iters=600,
+        ids=dict(train=120, val=30, test=30),
+        nn=dict(nn, camera_chance=49.0, identity_chance=1.7, num_queries=300),
+        counts=dict(
+            trainable_params=100,
+            total_params=1000,
+            trainable_params_no_classifier=40,
+            ratio=0.05,
+            backbone_params=800,
+        ),
+        vision=dict(layers=4, width=128),
+        seconds=10.0,
+        show_dir='work/dmpt/rank_lists',
+        curves='work/dmpt/curves.png',
+    )
+
+
+@pytest.mark.parametrize('b_map,checks', [(80.0, ('yes', 'yes')), (68.0, ('NO', 'NO'))])
+def test_report_compares_like_for_like(demo, tmp_path, b_map, checks):
+    for name, spec in demo.DATA_SETS:
+        meta = tmp_path / name / 'synthetic_meta.json'
+        meta.parent.mkdir(parents=True)
+        meta.write_text(json.dumps(dict(family_size=spec.get('family_size', 3))))
+    args = demo.parse_args(['--data-root', str(tmp_path)])
+    results = dict(
+        frozen=dict(
+            raw=_metrics(50.0),
+            standardised=_metrics(55.0),
+            train_ids=120,
+            train_samples=2400,
+            seconds=5.0,
+        ),
+        dmpt=_run(b_map, 90.0, dict(camera=30.0, identity=70.0)),
+        random_init=_run(3.0, 4.0, dict(camera=97.0, identity=0.3)),
+    )
+    standin = dict(state='reused', val=_metrics(88.0), ids=dict(train=261, val=29))
+    text = demo.report(args, 0.0, standin, 0.0, results)
+    # the gain is taken against the better (a): the standardised one here
+    assert f'(b) - better (a) (standardised): {b_map - 55.0:+.1f} mAP' in text
+    assert f'(b) mAP >= 75: {checks[0]}' in text
+    assert f'(b) - better (a) >= 15: {checks[1]}' in text
+    assert 'held-out ids' in text
+    assert 'test ids were used once' in text
+    assert 'tuned' not in text and 'nothing selected' not in text
+    assert 'tower was never trained (random weights)' in text  # the stand-in's text tower
+    assert 'not by identity' in text  # (c): 97 % same camera, identity at chance

@@ -24,7 +24,7 @@ import os.path as osp
 from typing import Optional, Sequence
 
 from mmdmpt.utils.cli import add_debug_argument, run_tool
-from mmdmpt.utils.errors import CheckpointError, ConfigError
+from mmdmpt.utils.errors import ConfigError
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -53,80 +53,27 @@ def check_output(path: str) -> None:
         raise ConfigError(f'output {path}: {folder} is a file, not a folder; choose another path')
 
 
-def clip_backbone(cfg, path: str):
-    """``cfg.model.backbone``, which must be a CLIP-architecture backbone."""
-    model = cfg.get('model')
-    backbone = model.get('backbone') if isinstance(model, dict) else None
-    if not isinstance(backbone, dict) or 'clip_model' not in backbone:
-        raise ConfigError(
-            f'{path}: model.backbone has no clip_model; expected the config of a model with a '
-            'DMPTCLIPViT backbone (the one the checkpoint was trained with).'
-        )
-    return backbone
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     check_output(args.out)
     from mmdmpt.utils.checkpoint import check_checkpoint_file
 
     check_checkpoint_file(args.checkpoint)  # before anything is read or built
-    import torch
-    from safetensors.torch import save_file
-
     from mmdmpt.engine.launch import load_config
-    from mmdmpt.models.utils import build_clip, load_clip_weights, resolve_clip_config
-    from mmdmpt.utils import atomic_write_path
-    from mmdmpt.utils.checkpoint import checkpoint_state_dict, read_checkpoint
+    from mmdmpt.models.utils.clip_export import export_open_clip
 
-    backbone = clip_backbone(load_config(args.config), args.config)
-    cfg, cfg_quick_gelu, _ = resolve_clip_config(
-        backbone.clip_model, backbone.get('img_size', (256, 128))
+    cfg = load_config(args.config)
+    model = cfg.get('model')
+    backbone = model.get('backbone') if isinstance(model, dict) else None
+    num = export_open_clip(
+        backbone,
+        args.checkpoint,
+        args.out,
+        text_from=args.text_from,
+        seed=args.seed,
+        config_name=args.config,
     )
-    quick_gelu = bool(backbone.get('quick_gelu') or cfg_quick_gelu)
-
-    state = checkpoint_state_dict(read_checkpoint(args.checkpoint), args.checkpoint)
-    prefix = 'backbone.visual.'
-    visual = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    if not visual:
-        raise CheckpointError(
-            f'{args.checkpoint} holds no "{prefix}*" weights; it must be a full checkpoint '
-            f'of a model with a DMPTCLIPViT backbone (a trainable-only one lacks them).'
-        )
-
-    torch.manual_seed(args.seed)
-    clip = build_clip(cfg, quick_gelu)
-    if args.text_from:
-        text_state, _ = load_clip_weights(args.text_from)
-        text_state = {k: v for k, v in text_state.items() if not k.startswith('visual.')}
-        try:
-            clip.load_state_dict(text_state, strict=False)
-        except RuntimeError as exc:
-            first = ' '.join(line.strip() for line in str(exc).strip().splitlines()[:2])
-            raise CheckpointError(
-                f'the text tower of --text-from {args.text_from} does not fit '
-                f'model.backbone.clip_model of {args.config} ({first}); give the CLIP weight '
-                'file of the same architecture.'
-            ) from None
-    try:
-        clip.visual.load_state_dict(visual, strict=True)
-    except RuntimeError as exc:
-        first = ' '.join(line.strip() for line in str(exc).strip().splitlines()[:2])
-        raise CheckpointError(
-            f'the visual tower of {args.checkpoint} does not fit model.backbone.clip_model of '
-            f'{args.config} ({first}); use the config the checkpoint was trained with.'
-        ) from None
-
-    tensors = {k: v.detach().contiguous().clone() for k, v in clip.state_dict().items()}
-    metadata = {
-        'format': 'pt',
-        'source': 'mmdmpt',
-        'quick_gelu': 'true' if quick_gelu else 'false',
-        'converted_from': args.checkpoint,
-    }
-    with atomic_write_path(args.out) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
-    print(f'Wrote {args.out}: {len(tensors)} tensors (visual tower from {args.checkpoint})')
+    print(f'Wrote {args.out}: {num} tensors (visual tower from {args.checkpoint})')
     return 0
 
 

@@ -36,11 +36,11 @@ train_dataloader = dict(
     batch_size=32,
     num_workers=1,
     sampler=dict(type='IdentitySampler', batch_size=32, num_instances=4),
-    dataset=dict(data_root=data_root, pipeline=train_pipeline),
+    dataset=dict(pipeline=train_pipeline),
 )
 val_dataloader = dict(
     batch_size=64,
     num_workers=1,
-    dataset=dict(data_root=data_root, pipeline=test_pipeline),
+    dataset=dict(pipeline=test_pipeline),
 )
 test_dataloader = val_dataloader
