@@ -89,6 +89,15 @@ def setup(tmp_path_factory):
     )
     (tmp / 'exact_resume_pause.py').write_text(PAUSE_HOOK)
     cfg = Config.fromfile(str(CONFIG))
+    # The frozen tower comes from a CLIP weight file, as in real use: DMPT's
+    # checkpoints then hold the trained tensors only (trainable_only='auto'),
+    # and resuming must still be exact.
+    from mmdmpt.models.utils import build_clip, resolve_clip_config
+
+    clip_cfg, _, _ = resolve_clip_config(cfg.model.backbone.clip_model, (64, 32))
+    torch.manual_seed(11)
+    torch.save(build_clip(clip_cfg, False).state_dict(), tmp / 'clip.pt')
+    cfg.model.backbone.pretrained = str(tmp / 'clip.pt')
     cfg.custom_imports = dict(imports=['exact_resume_pause'], allow_failed_imports=False)
     cfg.custom_hooks = list(cfg.custom_hooks) + [dict(type='PauseForKillHook')]
     augment = cfg.train_dataloader.dataset.pipeline[1]['transforms']
@@ -188,6 +197,9 @@ def _assert_same_weights(work_a, work_b):
     ckpt_a = torch.load(work_a / f'epoch_{EPOCHS}.pth', weights_only=True)
     ckpt_b = torch.load(work_b / f'epoch_{EPOCHS}.pth', weights_only=True)
     assert ckpt_a['meta']['epoch'] == ckpt_b['meta']['epoch'] == EPOCHS
+    # DMPT's default: the trained tensors only (no frozen CLIP weight saved)
+    assert ckpt_a['meta']['trainable_only'] is True and ckpt_b['meta']['trainable_only'] is True
+    assert not any(k.startswith('backbone.visual.') for k in ckpt_a['state_dict'])
     assert ckpt_a['state_dict'].keys() == ckpt_b['state_dict'].keys()
     for key, value in ckpt_a['state_dict'].items():
         assert torch.equal(value, ckpt_b['state_dict'][key]), f'weight {key} differs'
