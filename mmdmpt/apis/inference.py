@@ -1,6 +1,7 @@
 """Embeddings of multi-modal samples from a config and a checkpoint."""
 
 import copy
+import hashlib
 import logging
 import os
 import os.path as osp
@@ -29,6 +30,7 @@ from mmdmpt.datasets.transforms.loading import (
 from mmdmpt.engine.config_check import check_cfg_options
 from mmdmpt.engine.launch import load_config
 from mmdmpt.engine.prepare import fill_data_settings, prepare_config
+from mmdmpt.evaluation.functional import compute_distance, resolve_threshold
 from mmdmpt.registry import MODELS
 from mmdmpt.structures import MODALITIES, ReIDFeatures, parse_missing, sample_record
 from mmdmpt.utils.checkpoint import check_checkpoint_file, load_model_weights, read_checkpoint
@@ -36,6 +38,8 @@ from mmdmpt.utils.errors import CheckpointError, ConfigError, DataError, DataNot
 
 __all__ = [
     'ReIDInferencer',
+    'evaluator_options',
+    'file_digest',
     'build_reid_model',
     'load_reid_checkpoint',
     'extract_dataset_features',
@@ -206,6 +210,42 @@ def _loader_backend_args(pipeline: Sequence[Any]) -> Optional[dict]:
     return None
 
 
+def file_digest(path: str) -> str:
+    """SHA-256 of a file's content (hex).
+
+    Args:
+        path (str): The file.
+
+    Returns:
+        str: The hex digest.
+    """
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def evaluator_options(cfg: Config) -> Dict[str, Any]:
+    """The distance (``metric``) and ``feat_norm`` of the config's test metric.
+
+    Args:
+        cfg (Config): A config (its ``test_evaluator``, else defaults).
+
+    Returns:
+        dict: ``metric`` (default ``'cosine'``) and ``feat_norm`` (default
+        True).
+    """
+    evaluator = cfg.get('test_evaluator') or {}
+    if isinstance(evaluator, (list, tuple)):
+        evaluator = evaluator[0] if evaluator else {}
+    if not isinstance(evaluator, Mapping):
+        evaluator = {}
+    return dict(
+        metric=evaluator.get('metric', 'cosine'), feat_norm=bool(evaluator.get('feat_norm', True))
+    )
+
+
 class ReIDInferencer:
     """Embeddings of multi-modal samples with any subset of modalities.
 
@@ -238,11 +278,19 @@ class ReIDInferencer:
         cfg_options (dict, optional): Overrides merged into the config (as
             ``--cfg-options``). Defaults to None.
         normalize (bool): L2-normalise the features. Defaults to True.
+        threshold (float | str | dict, optional): The match threshold of
+            :meth:`compare`: a distance, or a calibration file of
+            ``tools/analysis_tools/calibrate_threshold.py`` (or its loaded
+            dict); a pair is judged the same identity when its distance is at
+            most the threshold. Defaults to None (no decision).
 
     Examples:
         >>> inferencer = ReIDInferencer('configs/dmpt/dmpt_vitb_rgbnt201.py', 'epoch_60.pth')
         >>> feats = inferencer([{'rgb': 'a_rgb.jpg', 'tir': 'a_tir.jpg'}])  # NIR absent
         >>> feats.shape  # (1, 3 * 768), the NIR slice zero
+        >>> inferencer = ReIDInferencer(cfg, 'epoch_60.pth', threshold='calibration.json')
+        >>> inferencer.compare({'rgb': 'a.jpg'}, {'rgb': 'b.jpg', 'tir': 'b_t.jpg'})
+        {'distance': 0.21, 'same_identity': True, 'threshold': 0.3}
     """
 
     def __init__(
@@ -252,6 +300,7 @@ class ReIDInferencer:
         device: Optional[Union[str, torch.device]] = None,
         cfg_options: Optional[dict] = None,
         normalize: bool = True,
+        threshold: Union[None, float, str, Mapping] = None,
     ) -> None:
         cfg = _to_config(model)
         if cfg_options:
@@ -259,6 +308,17 @@ class ReIDInferencer:
             cfg.merge_from_dict(cfg_options)
         self.cfg = cfg
         self.normalize = bool(normalize)
+        self.metric = evaluator_options(cfg)['metric']
+        self.threshold, self.calibration = resolve_threshold(threshold, self.metric)
+        recorded = (self.calibration or {}).get('checkpoint_sha256')
+        if recorded and weights and recorded != file_digest(weights):
+            print_log(
+                f'The calibration was made with another checkpoint '
+                f'({self.calibration.get("checkpoint")}) than {weights}: its threshold may '
+                'not fit these features; calibrate this checkpoint.',
+                logger='current',
+                level=logging.WARNING,
+            )
         self.model = build_reid_model(cfg, weights)
         if device is None:
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -420,6 +480,33 @@ class ReIDInferencer:
             feats = F.normalize(feats, dim=1)
         return feats.numpy() if return_numpy else feats
 
+    def compare(
+        self,
+        sample_a: SampleInput,
+        sample_b: SampleInput,
+        threshold: Union[None, float, str, Mapping] = None,
+    ) -> Dict[str, Any]:
+        """The distance of two samples and, with a threshold, the decision.
+
+        Args:
+            sample_a (Mapping): A sample (``modality -> path or array``).
+            sample_b (Mapping): Another sample.
+            threshold (float | str | dict, optional): Overrides the
+                inferencer's threshold for this call. Defaults to None.
+
+        Returns:
+            dict: ``distance`` (float, the config's test metric on normalised
+            features), ``threshold`` (float or None) and ``same_identity``
+            (``distance <= threshold``, or None without a threshold).
+        """
+        value = self.threshold
+        if threshold is not None:
+            value, _ = resolve_threshold(threshold, self.metric)
+        feats = self([sample_a, sample_b], normalize=True)
+        distance = float(compute_distance(feats[:1], feats[1:], self.metric)[0, 0])
+        same = None if value is None else bool(distance <= value)
+        return dict(distance=distance, threshold=value, same_identity=same)
+
 
 # --------------------------------------------------------------------------
 # Whole datasets
@@ -568,6 +655,7 @@ def extract_dataset_features(
         modalities,
         missing=missing_list,
         dataset_name=str(metainfo.get('dataset_name', '')),
+        removal_rule=metainfo.get('removal_rule'),
     )
     if normalize:
         features['feats'] = F.normalize(features['feats'], dim=1)

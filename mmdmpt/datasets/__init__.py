@@ -1,6 +1,7 @@
 from mmdmpt.structures import MODALITIES
 
 from .base import BaseMultiModalReIDDataset
+from .folder import MultiModalReIDFolder
 from .msvr310 import MSVR310
 from .rgbnt100 import RGBNT100
 from .rgbnt201 import RGBNT201
@@ -25,6 +26,7 @@ __all__ = [
     'RGBNT100',
     'MSVR310',
     'WMVeID863',
+    'MultiModalReIDFolder',
     'verify_dataset',
     'VerifyReport',
     'SplitReport',

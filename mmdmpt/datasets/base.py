@@ -26,7 +26,7 @@ import numpy as np
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
-from mmdmpt.structures import MODALITIES, check_modalities
+from mmdmpt.structures import MODALITIES, check_modalities, removal_rule_name
 from mmdmpt.utils.errors import ConfigError, DataError, DataNotFoundError
 from mmdmpt.utils.seeding import seeded_rngs
 
@@ -157,12 +157,16 @@ class BaseMultiModalReIDDataset(BaseDataset):
 
     Metainfo: ``dataset_name``, ``modalities`` (the order of ``img_paths``
     and of the packed images), ``split``, ``has_scenes`` (True when samples
-    carry ``sceneid``: MSVR310), ``classes`` (raw ids as strings; for
-    ``'train'`` ``classes[label]`` is the raw id of a relabelled label) and
-    ``num_ids`` (``len(classes)``, the classifier size for ``'train'``).
+    carry ``sceneid``: MSVR310), ``removal_rule`` (which gallery samples the
+    evaluation hides from a query: ``'camera'``, ``'scene'`` for MSVR310, or
+    ``'none'``; :class:`~mmdmpt.evaluation.ReIDMetric` reads it), ``classes``
+    (raw ids as strings; for ``'train'`` ``classes[label]`` is the raw id of
+    a relabelled label) and ``num_ids`` (``len(classes)``, the classifier
+    size for ``'train'``).
 
-    A summary table (ids, samples, cameras and, with scenes, scenes per part
-    of the split) is logged when the split is read.
+    A summary table (ids, samples, cameras, with scenes the scenes, and the
+    samples lacking a modality, per part of the split) and the removal rule
+    are logged when the split is read.
 
     An index that carries a seed (a
     :class:`~mmdmpt.datasets.samplers.SeededIndex`, as
@@ -206,6 +210,9 @@ class BaseMultiModalReIDDataset(BaseDataset):
     NAME_PATTERN: str = ''
     #: Whether samples carry scene ids (``sceneid``).
     HAS_SCENES: bool = False
+    #: Whether ``split=None`` (one folder without split level, e.g. a search
+    #: gallery) is accepted; :meth:`_load_raw_split` then gets None.
+    ALLOW_NO_SPLIT: bool = False
 
     METAINFO: dict = dict(modalities=MODALITIES)
 
@@ -225,7 +232,7 @@ class BaseMultiModalReIDDataset(BaseDataset):
         indices: Optional[Union[int, Sequence[int]]] = None,
     ) -> None:
         name = self.DATASET_NAME or type(self).__name__
-        if split not in SPLITS:
+        if split not in SPLITS and not (split is None and self.ALLOW_NO_SPLIT):
             raise ConfigError(
                 f'{name}: unknown split {split!r} (dataset.split); expected one of {SPLITS}'
             )
@@ -271,12 +278,23 @@ class BaseMultiModalReIDDataset(BaseDataset):
         names = tuple(cls.MODALITY_FOLDERS) or tuple(getattr(cls, 'TILE_INDICES', {}))
         return names or None
 
+    @property
+    def has_scenes(self) -> bool:
+        """bool: Whether samples carry scene ids (``sceneid``)."""
+        return self.HAS_SCENES
+
+    @property
+    def removal_rule(self) -> str:
+        """str: The evaluation's removal rule (``'scene'`` with scenes, else ``'camera'``)."""
+        return 'scene' if self.has_scenes else 'camera'
+
     def _static_metainfo(self) -> dict:
         return dict(
             dataset_name=self.dataset_name,
             modalities=self.modalities,
             split=self.split,
-            has_scenes=self.HAS_SCENES,
+            has_scenes=self.has_scenes,
+            removal_rule=self.removal_rule,
         )
 
     # ------------------------------------------------------------------ #
@@ -366,7 +384,15 @@ class BaseMultiModalReIDDataset(BaseDataset):
             )
         split = self.split
         sections: List[Tuple[str, List[dict]]] = []
-        if split in ('train', 'val'):
+        if split is None:
+            records = self._load_raw_split(None)
+            self._check_not_empty(records, 'gallery')
+            for r in records:
+                r['is_query'] = False
+            sections.append(('gallery', records))
+            ids = sorted({r['gt_label'] for r in records if r['gt_label'] >= 0})
+            classes = tuple(str(pid) for pid in ids)
+        elif split in ('train', 'val'):
             records = self._load_raw_split('train')
             self._check_not_empty(records, 'train')
             train_ids = sorted({r['gt_label'] for r in records})
@@ -470,18 +496,20 @@ class BaseMultiModalReIDDataset(BaseDataset):
     def _log_summary(self, sections: List[Tuple[str, List[dict]]]) -> None:
         """Log ids / samples / cameras (/ scenes) per part of the split."""
         header = ['subset', '# ids', '# samples', '# cameras']
-        if self.HAS_SCENES:
+        if self.has_scenes:
             header.append('# scenes')
+        header.append('# lacking a modality')
         rows = []
         for part, records in sections:
             row = [
                 part,
-                len({r['gt_label'] for r in records}),
+                len({r['gt_label'] for r in records if r['gt_label'] >= 0}),
                 len(records),
-                len({r['camid'] for r in records}),
+                len({r['camid'] for r in records if r['camid'] >= 0}),
             ]
-            if self.HAS_SCENES:
+            if self.has_scenes:
                 row.append(len({r['sceneid'] for r in records}))
+            row.append(sum(not all(r['img_paths']) for r in records))
             rows.append([str(v) for v in row])
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
         line = '-' * (sum(widths) + 3 * (len(widths) - 1) + 4)
@@ -489,13 +517,15 @@ class BaseMultiModalReIDDataset(BaseDataset):
         def fmt(cells):
             return '  ' + ' | '.join(c.rjust(w) for c, w in zip(cells, widths))
 
+        split = 'without split (one folder)' if self.split is None else f'split {self.split!r}'
         lines = [
-            f'{self.dataset_name} split {self.split!r} '
+            f'{self.dataset_name} {split} '
             f'(modalities {", ".join(self.modalities)}, root {self.data_root}):',
             line,
             fmt(header),
             line,
             *(fmt(r) for r in rows),
             line,
+            f'  removal rule of the evaluation: {removal_rule_name(self.removal_rule)}',
         ]
         print_log('\n'.join(lines), logger='current')

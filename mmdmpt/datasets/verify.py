@@ -375,7 +375,8 @@ def _sample_files(
                 continue
             spec = (int(num_tiles), tile_width)
         for path in paths:
-            files.setdefault(path, spec)
+            if path:  # None / '': a modality this sample lacks in the data
+                files.setdefault(path, spec)
     return num, files, bad
 
 

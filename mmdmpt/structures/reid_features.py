@@ -27,6 +27,9 @@ key                     value
 ``normalized``          bool: ``feats`` are L2-normalised
 ``missing``             ``list[str]``, modalities left out at extraction
 ``dataset_name``        str (``''`` when unknown)
+``removal_rule``        optional str: ``'camera'``, ``'scene'`` or ``'none'``
+                        (the dataset's rule; without it, ``has_scenes``
+                        decides between scene and camera)
 ======================  ===============================================
 
 ``.pt`` files hold only tensors, strings, numbers and lists (they load with
@@ -153,6 +156,8 @@ def save_features(features: Dict[str, Any], path: str) -> None:
         'missing': [str(m) for m in features['missing']],
         'dataset_name': str(features['dataset_name'] or ''),
     }
+    if features.get('removal_rule') is not None:
+        data['removal_rule'] = str(features['removal_rule'])
     for key in _INT_KEYS:
         data[key] = torch.as_tensor(features[key]).to(torch.int64).cpu()
     for key in _BOOL_KEYS:
@@ -232,7 +237,7 @@ def _read_features(path: str, ext: str) -> Any:
                 out[key] = [str(v) for v in value.reshape(-1)]
             elif key in _FLAG_KEYS:
                 out[key] = bool(value)
-            elif key == 'dataset_name':
+            elif key in ('dataset_name', 'removal_rule'):
                 out[key] = str(value)
             else:
                 out[key] = torch.from_numpy(np.ascontiguousarray(value))
@@ -376,7 +381,7 @@ def sample_record(sample: Any) -> Dict[str, Any]:
         modality_mask=None
         if mask is None
         else torch.as_tensor(mask, dtype=torch.bool).reshape(-1).cpu().clone(),
-        img_paths=[str(p) for p in sample.get('img_paths') or []],
+        img_paths=['' if p is None else str(p) for p in sample.get('img_paths') or []],
     )
 
 
@@ -428,6 +433,7 @@ class ReIDFeatures(dict):
         missing: Sequence[str] = (),
         dataset_name: str = '',
         deduplicate: bool = True,
+        removal_rule: Optional[str] = None,
     ) -> 'ReIDFeatures':
         """Stack records of :func:`sample_record` into features.
 
@@ -441,6 +447,9 @@ class ReIDFeatures(dict):
             missing (Sequence[str]): Modalities left out. Defaults to ``()``.
             dataset_name (str): Defaults to ``''``.
             deduplicate (bool): Drop repeated ``sample_idx``. Defaults to True.
+            removal_rule (str, optional): The dataset's removal rule (one of
+                :data:`REMOVAL_RULES`). Defaults to None (scene or camera, by
+                ``has_scenes``).
 
         Returns:
             ReIDFeatures: The features, in dataset order when deduplicated.
@@ -458,7 +467,12 @@ class ReIDFeatures(dict):
         num_mod = len(modalities)
         sceneids = torch.tensor([r['sceneid'] for r in rows], dtype=torch.int64)
         sample_idx = [r['sample_idx'] if r['sample_idx'] >= 0 else i for i, r in enumerate(rows)]
+        extra = {}
+        if removal_rule is not None:
+            removal_rule_name(removal_rule)  # validates
+            extra['removal_rule'] = str(removal_rule)
         return cls(
+            **extra,
             feats=torch.stack([r['feature'] for r in rows]),
             pids=torch.tensor([r['pid'] for r in rows], dtype=torch.int64),
             camids=torch.tensor([r['camid'] for r in rows], dtype=torch.int64),
@@ -488,7 +502,9 @@ class ReIDFeatures(dict):
 
     @property
     def removal_rule(self) -> str:
-        """str: ``'scene'`` when every sample has a scene id, else ``'camera'``."""
+        """str: The recorded rule, else ``'scene'`` with scene ids, else ``'camera'``."""
+        if self.get('removal_rule') is not None:
+            return str(self['removal_rule'])
         return 'scene' if self['has_scenes'] else 'camera'
 
     def split(self) -> Tuple['ReIDFeatures', 'ReIDFeatures']:

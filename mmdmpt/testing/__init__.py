@@ -4,6 +4,18 @@ Floor 1: imports :mod:`mmdmpt.utils` only (plus NumPy, OpenCV and MMEngine),
 never the runtime packages it helps test.
 """
 
-from .synthetic import LAYOUTS, WMVEID863_LAYOUTS, make_synthetic
+from .synthetic import (
+    CUSTOM_LAYOUTS,
+    LAYOUTS,
+    WMVEID863_LAYOUTS,
+    make_custom_synthetic,
+    make_synthetic,
+)
 
-__all__ = ['LAYOUTS', 'WMVEID863_LAYOUTS', 'make_synthetic']
+__all__ = [
+    'CUSTOM_LAYOUTS',
+    'LAYOUTS',
+    'WMVEID863_LAYOUTS',
+    'make_custom_synthetic',
+    'make_synthetic',
+]

@@ -23,6 +23,7 @@ __all__ = [
     'MATCH_COLOR',
     'MISMATCH_COLOR',
     'QUERY_COLOR',
+    'UNJUDGED_COLOR',
     'RankListLayout',
     'rank_list_layout',
     'draw_rank_list',
@@ -34,6 +35,7 @@ __all__ = [
 MATCH_COLOR = (0, 255, 0)
 MISMATCH_COLOR = (255, 0, 0)
 QUERY_COLOR = (0, 0, 255)
+UNJUDGED_COLOR = (96, 96, 96)  # a result not judged (no threshold)
 ABSENT_COLOR = (128, 128, 128)
 BACKGROUND = (255, 255, 255)
 TEXT_COLOR = (0, 0, 0)
@@ -215,7 +217,8 @@ def draw_rank_list(
             absent modality (drawn as a grey box with its name).
         gallery (Sequence[tuple]): Ranked gallery samples, nearest first:
             ``(imgs, is_match, distance, pid)`` with ``imgs`` like
-            ``query_imgs``.
+            ``query_imgs``; ``is_match`` None (not judged) gives a neutral
+            grey frame.
         modalities (Sequence[str], optional): Modality names, for absent
             boxes. Defaults to None (:data:`mmdmpt.structures.MODALITIES` cut to the
             number of query images).
@@ -258,7 +261,10 @@ def draw_rank_list(
     _draw_sample(canvas, layout, layout.query_box, query_imgs, QUERY_COLOR, modalities, q_labels)
     for rank, (entry, box) in enumerate(zip(gallery, layout.gallery_boxes), 1):
         imgs, is_match, dist, pid = entry
-        color = MATCH_COLOR if is_match else MISMATCH_COLOR
+        if is_match is None:
+            color = UNJUDGED_COLOR
+        else:
+            color = MATCH_COLOR if is_match else MISMATCH_COLOR
         labels = [f'#{rank} id {pid}', f'd={float(dist):.4f}']
         _draw_sample(canvas, layout, box, imgs, color, modalities, labels)
     for k, line in enumerate(legend):

@@ -86,13 +86,17 @@ def _distance(q, g, metric):
     return float(np.sqrt(np.sum((q - g) ** 2)))
 
 
-def _reference(samples, metric='cosine', feat_norm=True, ranks=(1, 5, 10), distmat=None):
+def _reference(
+    samples, metric='cosine', feat_norm=True, ranks=(1, 5, 10), distmat=None, removal_rule=None
+):
     """The protocol, one query at a time, in plain NumPy.
 
     For each query: distances to every gallery sample, a stable argsort
     (equal distances keep gallery order), removal of the gallery samples with
     the query's identity and camera -- or identity and scene when every
-    sample has a scene id --, then with the true matches at 1-based positions
+    sample has a scene id, or as ``removal_rule`` says (``'camera'``,
+    ``'scene'``, or ``'none'``: nothing removed) --, then with the true
+    matches at 1-based positions
     ``p_1 < ... < p_n`` of the kept ranking: ``AP = mean_i(i / p_i)``,
     ``INP = n / p_n``, ``CMC@k = [p_1 <= k]``. Queries with ``n = 0`` are
     skipped. Results in percent.
@@ -106,7 +110,9 @@ def _reference(samples, metric='cosine', feat_norm=True, ranks=(1, 5, 10), distm
         q_feats, g_feats = [_unit(f) for f in q_feats], [_unit(f) for f in g_feats]
     q_pids, g_pids = _ids(query, 'gt_label'), _ids(gallery, 'gt_label')
     use_scenes = all(_field(s, 'sceneid') is not None for s in query + gallery)
-    group = 'sceneid' if use_scenes else 'camid'
+    if removal_rule is None:
+        removal_rule = 'scene' if use_scenes else 'camera'
+    group = 'sceneid' if removal_rule == 'scene' else 'camid'
     q_groups, g_groups = _ids(query, group), _ids(gallery, group)
     aps, inps, cmc = [], [], {k: [] for k in ranks}
     for i, q in enumerate(q_feats):
@@ -115,7 +121,11 @@ def _reference(samples, metric='cosine', feat_norm=True, ranks=(1, 5, 10), distm
         else:
             dist = np.asarray(distmat[i], dtype=np.float64)
         order = np.argsort(dist, kind='stable')
-        kept = [j for j in order if not (g_pids[j] == q_pids[i] and g_groups[j] == q_groups[i])]
+        kept = [
+            j
+            for j in order
+            if removal_rule == 'none' or not (g_pids[j] == q_pids[i] and g_groups[j] == q_groups[i])
+        ]
         positions = [r + 1 for r, j in enumerate(kept) if g_pids[j] == q_pids[i]]
         if not positions:
             continue
@@ -210,6 +220,43 @@ def test_scene_rule_chosen_from_data():
     samples[5].pop('sceneid')
     out = _run(METRICS.build(dict(type='ReIDMetric')), samples)
     _assert_metrics(out, _reference(camera_rule))
+
+
+@pytest.mark.parametrize('rule', ['none', 'camera', 'scene'])
+def test_removal_rule_stated_by_the_dataset(rule):
+    # samples with scenes: without a stated rule the scene rule applies
+    samples = _samples(seed=9, scenes=True)
+    metric = METRICS.build(dict(type='ReIDMetric'))
+    metric.dataset_meta = dict(removal_rule=rule, modalities=('rgb',))
+    out = _run(metric, samples)
+    _assert_metrics(out, _reference(samples, removal_rule=rule))
+    if rule != 'scene':  # the stated rule matters
+        assert out['mAP'] != pytest.approx(_reference(samples)['mAP'], abs=1e-6)
+
+
+def test_no_removal_counts_the_query_itself_in_the_gallery():
+    # data without cameras: a sample both query and gallery is its own rank 1
+    samples = _samples(seed=10)
+    for s in samples[:15]:
+        twin = dict(s, is_query=False, sample_idx=s['sample_idx'] + 100)
+        samples.append(twin)
+    metric = METRICS.build(dict(type='ReIDMetric'))
+    metric.dataset_meta = dict(removal_rule='none')
+    out = _run(metric, samples)
+    _assert_metrics(out, _reference(samples, removal_rule='none'))
+    assert out['Rank-1'] == pytest.approx(100.0)
+
+
+def test_stated_rule_errors():
+    samples = _samples(seed=11)
+    metric = METRICS.build(dict(type='ReIDMetric'))
+    metric.dataset_meta = dict(removal_rule='cams')
+    with pytest.raises(ValueError, match="removal_rule is 'cams'; expected one of"):
+        _run(metric, samples)
+    metric = METRICS.build(dict(type='ReIDMetric'))
+    metric.dataset_meta = dict(removal_rule='scene')
+    with pytest.raises(ValueError, match="rule is 'scene' but only 0 of 60 test samples carry"):
+        _run(metric, samples)
 
 
 def test_duplicates_removed_and_order_fixed_by_sample_idx():

@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -167,3 +168,34 @@ def test_show_dir_in_a_distributed_run_matches_one_process(common, tree, tmp_pat
     assert names == sorted(p.name for p in (tmp_path / 'show2').glob('*.png'))
     for name in names:
         assert (tmp_path / 'show1' / name).read_bytes() == (tmp_path / 'show2' / name).read_bytes()
+
+
+def test_rank_lists_follow_the_datasets_removal_rule(tmp_path):
+    """Data without cameras (rule 'none'): a same-id gallery sample is shown, not hidden."""
+    from mmdmpt.engine.hooks import write_rank_lists
+
+    paths = []
+    for i in range(3):
+        path = tmp_path / f'{i}.png'
+        cv2.imwrite(str(path), np.full((16, 8, 3), 40 * i, np.uint8))
+        paths.append([str(path)])
+    rec = dict(
+        feature=None, camid=-1, sceneid=-1, modality_mask=torch.tensor([True]), img_paths=None
+    )
+    records = [
+        dict(rec, feature=torch.tensor([1.0, 0.0]), pid=5, is_query=True, sample_idx=0),
+        dict(rec, feature=torch.tensor([1.0, 0.1]), pid=5, is_query=False, sample_idx=1),
+        dict(rec, feature=torch.tensor([0.0, 1.0]), pid=6, is_query=False, sample_idx=2),
+    ]
+    for r, p in zip(records, paths):
+        r['img_paths'] = p
+    shown = {}
+    for rule in ('none', 'camera'):
+        feats = ReIDFeatures.from_records(records, ('rgb',), removal_rule=rule)
+        files = write_rank_lists(feats, str(tmp_path / rule), topk=2)
+        img = cv2.imread(files[0])[..., ::-1]
+        layout = rank_list_layout(1, 2, (128, 64), title=True, legend_lines=1)
+        box = layout.gallery_boxes[0]
+        shown[rule] = tuple(img[box[1] + 1, box[0] + 1])
+    assert shown['none'] == MATCH_COLOR  # the same id (camid -1 both) is ranked first
+    assert shown['camera'] == MISMATCH_COLOR  # same id and "same camera": hidden

@@ -7,12 +7,14 @@ pipeline (:func:`load_sample_images`, for rank-list pictures).
 """
 
 import copy
+import logging
 from typing import Any, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmengine import fileio
+from mmengine.logging import print_log
 
 from mmdmpt.registry import TRANSFORMS
 from mmdmpt.structures import MODALITIES, check_modalities
@@ -25,6 +27,8 @@ _JPEG_SOI = b'\xff\xd8'
 _JPEG_EOI = b'\xff\xd9'
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 _TAIL = 1024  # bytes searched for an end marker (trailing padding allowed)
+#: Side of the zero images of an all-absent sample (the pipeline resizes them).
+_EMPTY_SIDE = 16
 
 
 def decode_bgr(buf: bytes, path: str, check_complete: bool = True) -> np.ndarray:
@@ -117,6 +121,7 @@ class LoadMultiModalImages(BaseTransform):
         if tile_width is not None and tile_width <= 0:
             raise ConfigError(f'tile_width must be positive, got {tile_width}')
         self.missing_modalities = tuple(missing_modalities)
+        self._warned_empty = False
         self.tile_width = tile_width
         self.check_complete = check_complete
         self.backend_args = backend_args
@@ -197,11 +202,35 @@ class LoadMultiModalImages(BaseTransform):
         if not any(paths):
             raise DataError(f'a sample without any image: img_paths={list(paths)}')
         if not mask.any():
-            raise ConfigError(
-                f'every modality of the sample {modalities} is marked missing '
-                f'(missing_modalities={self.missing_modalities}); leave at least one out of '
-                'missing_modalities'
+            if all(m in self.missing_modalities for m in modalities):
+                raise ConfigError(
+                    f'every modality of the sample {modalities} is marked missing '
+                    f'(missing_modalities={self.missing_modalities}); leave at least one out of '
+                    'missing_modalities'
+                )
+            # The sample's data lack every modality the setting keeps (e.g. a
+            # depth-only sample when depth is left out): an all-absent sample,
+            # whose feature is zero. Its images are not read.
+            if not self._warned_empty:
+                self._warned_empty = True
+                print_log(
+                    f'LoadMultiModalImages(missing_modalities={self.missing_modalities}): some '
+                    f'samples have none of the kept modalities (e.g. {list(paths)}); they are '
+                    'evaluated as all-absent samples (zero feature).',
+                    logger='current',
+                    level=logging.WARNING,
+                )
+            shape = (_EMPTY_SIDE, _EMPTY_SIDE, 3)
+            imgs = [np.zeros(shape, dtype=np.uint8) for _ in paths]
+            shapes = [shape[:2]] * len(paths)
+            results.update(
+                imgs=imgs,
+                ori_shapes=shapes,
+                img_shapes=list(shapes),
+                img_shape=shapes[0],
+                modality_mask=mask,
             )
+            return results
 
         decoded = {}  # path -> BGR image (a strip is decoded once)
         imgs = [None] * len(paths)

@@ -100,7 +100,9 @@ def write_rank_lists(
         )
     if not query_indices:
         return []
-    use_scenes = bool(features['has_scenes'])
+    features = ReIDFeatures(features)
+    rule = features.removal_rule
+    use_scenes = rule == 'scene'
     q_feats = torch.as_tensor(query['feats']).float()
     g_feats = torch.as_tensor(gallery['feats']).float()
     if feat_norm:
@@ -111,6 +113,7 @@ def write_rank_lists(
         gallery_pids=gallery['pids'],
         gallery_camids=gallery['camids'],
         gallery_sceneids=gallery['sceneids'] if use_scenes else None,
+        removal_rule=rule,
     )
     sel = torch.tensor(query_indices)
     result = searcher.search(
@@ -121,10 +124,12 @@ def write_rank_lists(
         query_sceneids=query['sceneids'][sel] if use_scenes else None,
     )
     modalities = list(features['modalities'])
-    legend = list(DEFAULT_LEGEND) + [
-        f'hidden from the ranking, as in the metric: gallery samples with the '
-        f'{removal_rule_name(use_scenes)} as the query',
-    ]
+    legend = list(DEFAULT_LEGEND)
+    if rule != 'none':
+        legend.append(
+            f'hidden from the ranking, as in the metric: gallery samples with the '
+            f'{removal_rule_name(rule)} as the query'
+        )
     if features.get('missing'):
         legend.append(f'modalities left out: {", ".join(features["missing"])}')
     name = features.get('dataset_name') or 'dataset'
@@ -280,6 +285,7 @@ class RankListHook(Hook):
             meta.get('modalities'),
             missing=missing,
             dataset_name=str(meta.get('dataset_name', '')),
+            removal_rule=meta.get('removal_rule'),
         )
         visualizer = runner.visualizer if isinstance(runner.visualizer, ReIDVisualizer) else None
         out_dir = self.out_dir or osp.join(runner.work_dir, 'rank_lists')

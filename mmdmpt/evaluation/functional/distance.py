@@ -170,6 +170,41 @@ def compute_distance(
     return pairwise_distance(prepare_features(q, metric), g_ops, metric)
 
 
+def stable_topk(dist: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` smallest entries of each row, in stable order (ties by column).
+
+    Equal to ``torch.sort(dist, dim=1, stable=True)`` cut to ``k`` columns,
+    without sorting whole rows: ``torch.topk`` picks the candidates, and only
+    rows where entries equal to the ``k``-th value straddle the cut are
+    sorted in full.
+
+    Args:
+        dist (torch.Tensor): ``(C, N)`` distances without NaN.
+        k (int): ``1 <= k <= N``.
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: ``(values, indices)``, ``(C, k)``.
+    """
+    if k >= dist.shape[1]:
+        values, order = torch.sort(dist, dim=1, stable=True)
+        return values, order
+    values, order = torch.topk(dist, k, dim=1, largest=False, sorted=False)
+    kth = values.max(dim=1, keepdim=True).values
+    straddle = (dist <= kth).sum(dim=1) > k
+    # the candidates of a clean row are exactly its k smallest: order them by
+    # (value, column)
+    order, perm = torch.sort(order, dim=1)
+    values = torch.gather(values, 1, perm)
+    values, perm = torch.sort(values, dim=1, stable=True)
+    order = torch.gather(order, 1, perm)
+    if bool(straddle.any()):
+        rows = straddle.nonzero().flatten()
+        full_values, full_order = torch.sort(dist[rows], dim=1, stable=True)
+        values[rows] = full_values[:, :k]
+        order[rows] = full_order[:, :k]
+    return values, order
+
+
 def search_topk(
     query_feats: ArrayLike,
     gallery_feats: ArrayLike,
@@ -213,9 +248,9 @@ def search_topk(
         dist = pairwise_distance(
             prepare_features(q[start : start + chunk_size], metric), g_ops, metric
         )
-        values, order = torch.sort(dist, dim=1, stable=True)
-        dists.append(values[:, :k].clone())
-        indices.append(order[:, :k].clone())
+        values, order = stable_topk(dist, k)
+        dists.append(values)
+        indices.append(order)
         del dist, values, order
     if not dists:
         return g.new_empty((0, k), dtype=torch.float64), g.new_empty((0, k), dtype=torch.int64)

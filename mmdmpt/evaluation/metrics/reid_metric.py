@@ -10,7 +10,7 @@ from mmengine.logging import print_log
 from mmengine.structures import BaseDataElement
 
 from mmdmpt.registry import METRICS
-from mmdmpt.structures import ReIDFeatures, removal_rule_name, sample_record
+from mmdmpt.structures import REMOVAL_RULES, ReIDFeatures, removal_rule_name, sample_record
 from mmdmpt.utils.errors import ConfigError, DataError
 
 from ..functional import evaluate_distmat, evaluate_features, re_ranking_from_features
@@ -31,7 +31,10 @@ class ReIDMetric(BaseMetric):
     padding of distributed samplers) and to fix the gallery order. A gallery
     sample is removed from a query's ranking when it has the same identity and
     the same camera -- or the same scene, whatever the camera, when *every*
-    sample carries a ``sceneid`` (MSVR310). See
+    sample carries a ``sceneid`` (MSVR310). A dataset states its rule in its
+    metainfo (``removal_rule``: ``'camera'``, ``'scene'`` or ``'none'`` for
+    data without cameras), which MMEngine hands over as ``dataset_meta``; it
+    is then used instead of the automatic choice. See
     :mod:`mmdmpt.evaluation.functional.rank` for the protocol.
 
     Args:
@@ -56,7 +59,6 @@ class ReIDMetric(BaseMetric):
 
     Examples:
         >>> from mmdmpt.registry import METRICS
-    from mmdmpt.structures import ReIDFeatures, removal_rule_name, sample_record
         >>> metric = METRICS.build(dict(type='ReIDMetric', ranks=(1, 5)))
     """
 
@@ -128,6 +130,36 @@ class ReIDMetric(BaseMetric):
             except KeyError as exc:
                 raise KeyError(f'ReIDMetric: {exc.args[0]}') from None
 
+    def _removal_rule(self, features: ReIDFeatures) -> str:
+        """The removal rule: the dataset's (``dataset_meta['removal_rule']``) or the data's.
+
+        Without a stated rule, scenes are compared when every sample has a
+        ``sceneid`` (MSVR310), else cameras.
+        """
+        num = features.num_samples
+        with_scene = int((features['sceneids'] >= 0).sum())
+        stated = (self.dataset_meta or {}).get('removal_rule')
+        if stated is not None:
+            if stated not in REMOVAL_RULES:
+                raise ConfigError(
+                    f"ReIDMetric: the dataset's removal_rule is {stated!r}; expected one of "
+                    f'{REMOVAL_RULES}.'
+                )
+            if stated == 'scene' and with_scene < num:
+                raise DataError(
+                    f"ReIDMetric: the dataset's removal rule is 'scene' but only {with_scene} of "
+                    f'{num} test samples carry a sceneid.'
+                )
+            return stated
+        if 0 < with_scene < num:
+            print_log(
+                f'ReIDMetric: only {with_scene} of {num} samples have a sceneid; '
+                f'using the rule {removal_rule_name("camera")}.',
+                logger='current',
+                level=logging.WARNING,
+            )
+        return features.removal_rule
+
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """Compute the metrics from the collected results of all ranks.
 
@@ -160,19 +192,12 @@ class ReIDMetric(BaseMetric):
                 "evaluate on a split with queries and gallery (dataset.split='test' or 'val')."
             )
 
-        use_scenes = features['has_scenes']
-        with_scene = int((features['sceneids'] >= 0).sum())
-        if 0 < with_scene < num:
-            print_log(
-                f'ReIDMetric: only {with_scene} of {num} samples have a sceneid; '
-                f'using the rule {removal_rule_name("camera")}.',
-                logger='current',
-                level=logging.WARNING,
-            )
+        rule = self._removal_rule(features)
         q_feats, g_feats = query['feats'], gallery['feats']
         if self.feat_norm:
             q_feats = F.normalize(q_feats, dim=1)
             g_feats = F.normalize(g_feats, dim=1)
+        use_scenes = rule == 'scene'
         id_kwargs = dict(
             query_pids=query['pids'].numpy(),
             gallery_pids=gallery['pids'].numpy(),
@@ -181,6 +206,7 @@ class ReIDMetric(BaseMetric):
             max_rank=self.max_rank,
             query_sceneids=query['sceneids'].numpy() if use_scenes else None,
             gallery_sceneids=gallery['sceneids'].numpy() if use_scenes else None,
+            removal_rule=rule,
         )
         if self.rerank is not None:
             dist = re_ranking_from_features(q_feats, g_feats, metric=self.metric, **self.rerank)
@@ -188,11 +214,11 @@ class ReIDMetric(BaseMetric):
         else:
             res = evaluate_features(q_feats, g_feats, metric=self.metric, **id_kwargs)
 
-        rule = removal_rule_name(features.removal_rule)
         print_log(
             f'ReIDMetric: {query.num_samples} queries, {gallery.num_samples} gallery samples, '
-            f'{res["num_invalid_queries"]} queries skipped (no true match left after '
-            f'removing {rule}); metric={self.metric}, rerank={self.rerank is not None}.',
+            f'{res["num_invalid_queries"]} queries skipped (no true match left); removal rule: '
+            f'{removal_rule_name(rule)}; metric={self.metric}, '
+            f'rerank={self.rerank is not None}.',
             logger='current',
         )
         metrics = {'mAP': 100.0 * res['mAP'], 'mINP': 100.0 * res['mINP']}

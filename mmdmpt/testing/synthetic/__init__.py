@@ -54,6 +54,11 @@ camera / sample), so a tree is byte-identical across runs and does not
 depend on the order of drawing; NIR and TIR are written as 1-channel grey
 JPEGs (RGBNT100 strips hold them as 3 grey channels).
 
+:func:`make_custom_synthetic` (``custom.py``) writes the custom layouts read
+by :class:`~mmdmpt.datasets.MultiModalReIDFolder` (folders or an annotation
+file) with any modality names, samples lacking modalities and, optionally,
+no cameras.
+
 Modules: ``drawing.py`` (identities, cameras, rendering, the split; shared),
 ``base.py`` (the tree being written, the writer interface), one writer per
 layout (``rgbnt201.py``, ``rgbnt100.py``, ``msvr310.py``, ``wmveid863.py``)
@@ -63,10 +68,13 @@ layouts independently of the readers in :mod:`mmdmpt.datasets`, and the tests
 compare the two.
 """
 
+from .custom import CUSTOM_LAYOUTS, make_custom_synthetic
 from .drawing import identity_luts, make_identities, split_ids
 from .generator import LAYOUTS, WMVEID863_LAYOUTS, WRITERS, make_synthetic
 
 __all__ = [
+    'CUSTOM_LAYOUTS',
+    'make_custom_synthetic',
     'LAYOUTS',
     'WMVEID863_LAYOUTS',
     'WRITERS',
