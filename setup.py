@@ -1,8 +1,22 @@
-"""Install mmdmpt: ``pip install -e .``."""
+"""Install mmdmpt (``pip install -e .``) or build its wheel (``pip wheel --no-deps .``).
 
+A wheel (and a regular install) carries ``configs/``, ``tools/`` and
+``model-index.yml`` inside the package, in ``mmdmpt/.mim/``, as OpenMMLab
+packages do (mmpretrain's ``add_mim_extension``), so that
+``mim train mmdmpt CONFIG`` and ``mmdmpt.apis.list_models()`` work from an
+installed package. They are copied into the build folder only, never into the
+source tree; an editable install reads them from the checkout itself.
+"""
+
+import os
 import os.path as osp
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+#: What ``mmdmpt/.mim`` holds, relative to the repository root.
+MIM_FILES = ('configs', 'tools', 'model-index.yml')
 
 
 def readme() -> str:
@@ -28,6 +42,43 @@ def parse_requirements(fname: str) -> list:
     return reqs
 
 
+def add_mim_extension(build_lib: str) -> list:
+    """Copy :data:`MIM_FILES` into ``<build_lib>/mmdmpt/.mim``; return the files written."""
+    root = osp.dirname(osp.abspath(__file__))
+    mim = osp.join(build_lib, 'mmdmpt', '.mim')
+    if osp.isdir(mim):
+        shutil.rmtree(mim)  # no stale file of an earlier build
+    os.makedirs(mim)
+    ignore = shutil.ignore_patterns('__pycache__', '*.pyc')
+    for name in MIM_FILES:
+        src, dst = osp.join(root, name), osp.join(mim, name)
+        if osp.isdir(src):
+            shutil.copytree(src, dst, ignore=ignore)
+        elif osp.isfile(src):
+            shutil.copyfile(src, dst)
+        else:
+            raise FileNotFoundError(f'{src} is missing: the package needs it in mmdmpt/.mim')
+    return [osp.join(d, f) for d, _, files in os.walk(mim) for f in files]
+
+
+class BuildPyWithMim(build_py):
+    """``build_py`` that also fills ``mmdmpt/.mim`` in the build folder.
+
+    In editable mode (``pip install -e .``) nothing is copied: the package
+    runs from the checkout, where the configs and the index already are.
+    """
+
+    def run(self):
+        """Build as usual, then fill ``mmdmpt/.mim`` (not in editable mode)."""
+        super().run()
+        if not self.editable_mode:
+            self._mim_outputs = add_mim_extension(self.build_lib)
+
+    def get_outputs(self, include_bytecode=True):
+        """The built files, ``mmdmpt/.mim`` included."""
+        return super().get_outputs(include_bytecode) + getattr(self, '_mim_outputs', [])
+
+
 setup(
     name='mmdmpt',
     version=get_version(),
@@ -48,5 +99,6 @@ setup(
         # ONNX export and its onnxruntime check (tools/deployment/pytorch2onnx.py)
         'deploy': parse_requirements('requirements/deploy.txt'),
     },
+    cmdclass={'build_py': BuildPyWithMim},
     zip_safe=False,
 )
