@@ -125,7 +125,7 @@ def test_wheel_installs_into_a_fresh_venv(wheel, tmp_path):
         + ['--no-index', str(wheel)])  # fmt: skip
     probe = (
         'import json, os, mmdmpt\n'
-        'apis = mmdmpt.apis  # the issue\'s literal form: no explicit subpackage import\n'
+        "apis = mmdmpt.apis  # the issue's literal form: no explicit subpackage import\n"
         'from mmdmpt.apis.model_zoo import model_index_path\n'
         'cfg = apis.ModelHub.get("dmpt_vit-tiny_synthetic").config\n'
         'pkg = os.path.dirname(mmdmpt.__file__)\n'
