@@ -110,8 +110,10 @@ def test_feature_files_round_trip(features, tmp_path, ext):
     save_features(features, path)
     if ext == '.pt':
         raw = torch.load(path, weights_only=True)  # tensors and primitives only
-        assert set(raw) == set(FEATURE_KEYS)
+        # the required keys, plus the optional removal rule the dataset recorded
+        assert set(raw) == set(FEATURE_KEYS) | {'removal_rule'}
     back = load_features(path)
+    assert back['removal_rule'] == features['removal_rule'] == 'camera'
     for key in FEATURE_KEYS:
         if isinstance(features[key], torch.Tensor):
             assert torch.equal(back[key], features[key]), key

@@ -193,7 +193,9 @@ def test_list_models_patterns():
 @pytest.fixture(scope='module')
 def demo_model():
     torch.manual_seed(0)
-    return get_model(DEMO, backbone=dict(pretrained=None))
+    # No weights and no training set to read num_classes='auto' from: say it (the
+    # demo's 150 training ids); the checkpoints below then record it.
+    return get_model(DEMO, backbone=dict(pretrained=None), head=dict(num_classes=150))
 
 
 @pytest.fixture(scope='module')
@@ -226,6 +228,8 @@ def test_get_model_errors(tmp_path, monkeypatch):
         get_model(str(DEMO_CONFIG), pretrained=True)
     with pytest.raises(TypeError, match='model name, a config file or a Config'):
         get_model(3)
+    with pytest.raises(ConfigError, match=r"num_classes='auto'.*set model\.head\.num_classes"):
+        get_model(DEMO, backbone=dict(pretrained=None))  # random weights, no size known
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match='written by `make demo`'):
         get_model(DEMO, pretrained=True)
