@@ -1,6 +1,17 @@
 #!/usr/bin/env bash
-# GPU check of the cost benchmarks: train_cost.py and infer_cost.py on one
-# CUDA device with bf16 autocast at batch 64, JSON written to OUT_DIR.
+# GPU check of the training and inference cost (issue 16's GPU targets), one
+# CUDA device, bf16 autocast, batch 64, JSON written to OUT_DIR:
+#   1. train_cost.py, eager: dmpt, full_ft, dmpt_lowmem (step time, images/s,
+#      max allocated memory, ratios to full_ft);
+#   2. profile_step.py: device kernels per step of dmpt and full_ft;
+#   3. train_cost.py, compiled: dmpt_compiled, full_ft_compiled, for each mode
+#      of COMPILE_MODES (default: reduce-overhead = CUDA graphs, then torch's
+#      default mode);
+#   4. infer_cost.py: dmpt vs the bare frozen tower;
+#   5. summary.txt / summary.json: the targets next to the measured values.
+# Every stage has its own time limit and the whole run stops starting stages
+# once TOTAL_LIMIT is near (a stage that fails or times out is reported and
+# the next one runs), so that the script fits a 10-minute command.
 #
 # Made for a GPU machine that has python3 + torch (CUDA) but none of mmengine,
 # mmcv, mmpretrain or open_clip and no network. Those travel as wheels in
@@ -18,9 +29,10 @@
 # Environment knobs (defaults): PYTHON (python3), WHL_DIR (<repo>/.whl),
 # SITE_DIR (/tmp/site), DEVICE (cuda), AMP (bf16), BATCH (64),
 # TRAIN_STEPS (10), INFER_STEPS (20), EXTRA_ARGS (none; e.g. --tiny for a
-# smoke run), INSTALL_TIMEOUT (120 s), TRAIN_TIMEOUT (240 s),
-# INFER_TIMEOUT (120 s): every stage has a hard limit and the whole run
-# stays within 8 minutes.
+# smoke run), COMPILE_MODES ("reduce-overhead default"; "none" skips stage 3),
+# STAGES ("train profile compiled infer"), TOTAL_LIMIT (570 s for the whole
+# run), INSTALL_TIMEOUT (120 s), TRAIN_TIMEOUT (200 s), PROFILE_TIMEOUT
+# (120 s), COMPILE_TIMEOUT (240 s per mode), INFER_TIMEOUT (90 s).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,9 +45,14 @@ BATCH="${BATCH:-64}"
 TRAIN_STEPS="${TRAIN_STEPS:-10}"
 INFER_STEPS="${INFER_STEPS:-20}"
 EXTRA_ARGS="${EXTRA_ARGS:-}"
+COMPILE_MODES="${COMPILE_MODES:-reduce-overhead default}"
+STAGES="${STAGES:-train profile compiled infer}"
+TOTAL_LIMIT="${TOTAL_LIMIT:-570}"
 INSTALL_TIMEOUT="${INSTALL_TIMEOUT:-120}"
-TRAIN_TIMEOUT="${TRAIN_TIMEOUT:-240}"
-INFER_TIMEOUT="${INFER_TIMEOUT:-120}"
+TRAIN_TIMEOUT="${TRAIN_TIMEOUT:-200}"
+PROFILE_TIMEOUT="${PROFILE_TIMEOUT:-120}"
+COMPILE_TIMEOUT="${COMPILE_TIMEOUT:-240}"
+INFER_TIMEOUT="${INFER_TIMEOUT:-90}"
 
 log() { echo "[gpu_check $(date +%H:%M:%S)] $*"; }
 
@@ -166,14 +183,118 @@ COMMON=(--device "$DEVICE" --amp "$AMP" --batch-size "$BATCH")
 # shellcheck disable=SC2206
 EXTRA=($EXTRA_ARGS)
 
-log "train_cost.py (${TRAIN_TIMEOUT} s limit)"
-timeout "$TRAIN_TIMEOUT" "$PYTHON" benchmarks/train_cost.py "${COMMON[@]}" \
-    --steps "$TRAIN_STEPS" --warmup 3 "${EXTRA[@]}" --out "$OUT_DIR/train_cost.json" \
-    | tee "$OUT_DIR/train_cost.txt"
+# run_stage NAME LIMIT CMD...: run CMD under min(LIMIT, time left), tee its output
+# to OUT_DIR/NAME.txt; a failure or timeout is logged and the script goes on.
+run_stage() {
+    local name="$1" limit="$2"
+    shift 2
+    local left=$((TOTAL_LIMIT - (SECONDS - START) - 15))
+    if ((left < 30)); then
+        log "$name: skipped (${left} s left of TOTAL_LIMIT=${TOTAL_LIMIT})"
+        echo "skipped: time" > "$OUT_DIR/$name.txt"
+        return 0
+    fi
+    ((limit > left)) && limit=$left
+    log "$name (${limit} s limit)"
+    set +e
+    timeout "$limit" "$@" 2>&1 | tee "$OUT_DIR/$name.txt"
+    local rc=${PIPESTATUS[0]}
+    set -e
+    ((rc == 0)) || log "$name: exit code $rc (124 = time limit); going on"
+    return 0
+}
 
-log "infer_cost.py (${INFER_TIMEOUT} s limit)"
-timeout "$INFER_TIMEOUT" "$PYTHON" benchmarks/infer_cost.py "${COMMON[@]}" \
-    --steps "$INFER_STEPS" --warmup 5 "${EXTRA[@]}" --out "$OUT_DIR/infer_cost.json" \
-    | tee "$OUT_DIR/infer_cost.txt"
+wants() { [[ " $STAGES " == *" $1 "* ]]; }
 
-log "done in $((SECONDS - START)) s: $OUT_DIR/{train_cost,infer_cost}.json"
+if wants train; then
+    run_stage train_cost "$TRAIN_TIMEOUT" "$PYTHON" benchmarks/train_cost.py "${COMMON[@]}" \
+        --variants dmpt full_ft dmpt_lowmem --steps "$TRAIN_STEPS" --warmup 3 "${EXTRA[@]}" \
+        --out "$OUT_DIR/train_cost.json"
+fi
+if wants profile; then
+    run_stage profile_step "$PROFILE_TIMEOUT" "$PYTHON" benchmarks/profile_step.py \
+        "${COMMON[@]}" --variants dmpt full_ft --steps 3 --warmup 3 --top 20 "${EXTRA[@]}" \
+        --out "$OUT_DIR/profile_step.json"
+fi
+if wants compiled && [[ "$COMPILE_MODES" != "none" ]]; then
+    for mode in $COMPILE_MODES; do
+        MODE_ARGS=()
+        [[ "$mode" != "default" ]] && MODE_ARGS=(--compile-mode "$mode")
+        run_stage "train_cost_compiled_$mode" "$COMPILE_TIMEOUT" "$PYTHON" \
+            benchmarks/train_cost.py "${COMMON[@]}" --variants dmpt_compiled full_ft_compiled \
+            "${MODE_ARGS[@]}" --steps "$TRAIN_STEPS" --warmup 4 "${EXTRA[@]}" \
+            --out "$OUT_DIR/train_cost_compiled_$mode.json"
+    done
+fi
+if wants infer; then
+    run_stage infer_cost "$INFER_TIMEOUT" "$PYTHON" benchmarks/infer_cost.py "${COMMON[@]}" \
+        --steps "$INFER_STEPS" --warmup 5 "${EXTRA[@]}" --out "$OUT_DIR/infer_cost.json"
+fi
+
+log "summary"
+"$PYTHON" - "$OUT_DIR" <<'PY' | tee "$OUT_DIR/summary.txt"
+import glob
+import json
+import os
+import sys
+
+out = sys.argv[1]
+
+
+def load(name):
+    path = os.path.join(out, name)
+    return json.load(open(path)) if os.path.isfile(path) else {}
+
+
+train, prof, infer = load('train_cost.json'), load('profile_step.json'), load('infer_cost.json')
+compiled = {os.path.basename(p)[len('train_cost_compiled_'):-5]: json.load(open(p))
+            for p in sorted(glob.glob(os.path.join(out, 'train_cost_compiled_*.json')))}
+rows, summary = [], {}
+
+
+def row(target, value, ok):
+    rows.append((target, value, '-' if ok is None else ('yes' if ok else 'NO')))
+    summary[target] = dict(value=value, met=ok)
+
+
+d, f, low = train.get('dmpt'), train.get('full_ft'), train.get('dmpt_lowmem')
+if d and f:
+    ratio = d['step_s'] / f['step_s']
+    row('DMPT step <= 0.80 x full FT (eager)', f'{ratio:.2f} x ({d["step_s"] * 1e3:.1f} vs '
+        f'{f["step_s"] * 1e3:.1f} ms)', ratio <= 0.80)
+    row('DMPT eager step <= 40 ms', f'{d["step_s"] * 1e3:.1f} ms, '
+        f'{d["images_per_s"]:,.0f} images/s', d['step_s'] <= 0.040)
+    row('DMPT eager peak <= 4,900 MiB', f'{d["peak_mb"]:,.0f} MiB ({d["peak_mb"] / f["peak_mb"]:.2f} '
+        'x full FT)', d['peak_mb'] <= 4900)
+if low and f:
+    ratio = low['peak_mb'] / f['peak_mb']
+    row('low-memory peak <= 0.15 x full FT', f'{ratio:.3f} x ({low["peak_mb"]:,.0f} MiB)',
+        ratio <= 0.15)
+if low and d:
+    ratio = low['step_s'] / d['step_s']
+    row('low-memory step <= 1.35 x DMPT', f'{ratio:.2f} x ({low["step_s"] * 1e3:.1f} ms)',
+        ratio <= 1.35)
+for mode, res in compiled.items():
+    dc, fc = res.get('dmpt_compiled'), res.get('full_ft_compiled')
+    if dc:
+        row(f'DMPT compiled ({mode}) <= 28 ms', f'{dc["step_s"] * 1e3:.1f} ms, '
+            f'{dc["images_per_s"]:,.0f} images/s', dc['step_s'] <= 0.028)
+    if dc and fc:
+        ratio = dc['step_s'] / fc['step_s']
+        row(f'DMPT compiled ({mode}) <= 0.80 x full FT compiled', f'{ratio:.2f} x', ratio <= 0.80)
+if 'dmpt' in prof:
+    kernels = prof['dmpt'].get('kernels', 0)
+    other = prof.get('full_ft', {}).get('kernels', 0)
+    row('DMPT kernels per step <= 1,000', f'{kernels:,.0f} (full FT {other:,.0f})',
+        kernels <= 1000 if kernels else None)
+if infer.get('dmpt') and infer.get('frozen_backbone'):
+    ratio = infer['dmpt']['step_s'] / infer['frozen_backbone']['step_s']
+    row('inference vs bare tower', f'{ratio:.2f} x', None)
+width = max([len(r[0]) for r in rows] + [6])
+print(f'{"target".ljust(width)} | measured | met')
+for target, value, met in rows:
+    print(f'{target.ljust(width)} | {value} | {met}')
+json.dump(summary, open(os.path.join(out, 'summary.json'), 'w'), indent=2)
+PY
+
+log "done in $((SECONDS - START)) s: $OUT_DIR"

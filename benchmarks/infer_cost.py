@@ -11,7 +11,9 @@ Two variants, each in its own child process (peak memory per variant):
   called on the same ``N * M`` images (``visual(images)``: its pooled,
   projected feature).
 
-Both run under ``torch.no_grad()`` (as MMEngine's test loop does). The time
+Both run under ``torch.no_grad()`` (as MMEngine's test loop does). Under
+``--amp`` both frozen towers are cast to the AMP dtype once
+(``set_compute_dtype`` for DMPT, ``.to(dtype)`` for open_clip's tower). The time
 is the median of ``--steps`` forwards after ``--warmup`` untimed ones; peak
 memory is the child's peak RSS on the CPU (absolute) or
 ``torch.cuda.max_memory_allocated`` on a GPU. Ratios are to
@@ -72,8 +74,11 @@ def run_variant(args: argparse.Namespace, variant: str) -> Dict[str, float]:
     num_mod = len(backbone_cfg.get('modalities', ('rgb', 'nir', 'tir')))
     img_size = tuple(backbone_cfg.get('img_size', (256, 128)))
     inputs, _ = bu.make_batch(args.batch_size, num_mod, img_size, device, seed=args.seed)
+    amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp)
     if variant == 'dmpt':
         model = bu.build_model(model_cfg, device).eval()
+        if amp_dtype is not None:
+            model.backbone.set_compute_dtype(amp_dtype)
 
         def forward() -> None:
             with torch.no_grad(), bu.amp_context(args, device):
@@ -81,6 +86,8 @@ def run_variant(args: argparse.Namespace, variant: str) -> Dict[str, float]:
 
     else:
         visual = build_bare_visual(backbone_cfg).to(device)
+        if amp_dtype is not None:  # the same one-time cast of the frozen tower
+            visual = visual.to(amp_dtype)
         images = inputs.flatten(0, 1)
 
         def forward() -> None:

@@ -7,6 +7,9 @@ operators with the largest self time on the device (CUDA) or the CPU. Use it
 to see why one variant is slower than another; ``train_cost.py`` stays the
 source of the reported timings.
 
+``--out FILE`` writes the per-variant summary (``step_s``, ``op_calls``,
+``kernels`` per step, without the tables) as JSON.
+
 Example::
 
     python benchmarks/profile_step.py --device cuda --amp bf16 --batch-size 64
@@ -61,10 +64,12 @@ def profile_variant(args: argparse.Namespace, variant: str) -> Dict[str, object]
     return dict(step_s=wall, op_calls=calls, kernels=kernels, table=table)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
     args = parse_args(argv)
+    summary = {}
     for variant in args.variants:
         res = profile_variant(args, variant)
+        summary[variant] = {k: v for k, v in res.items() if k != 'table'}
         print(
             f'== {variant}: {res["step_s"] * 1000:.1f} ms / step under the profiler, '
             f'{res["op_calls"]:,.0f} profiled calls / step'
@@ -72,6 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         )
         print(res['table'])
         sys.stdout.flush()
+    bu.write_json(args.out, summary)
+    return summary
 
 
 if __name__ == '__main__':

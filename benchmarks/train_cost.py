@@ -1,14 +1,24 @@
 """Training cost of DMPT vs. full fine-tuning: seconds per step and peak memory.
 
-Three variants, each built from the real configs through ``MultiModalReID``
+Variants, each built from the real configs through ``MultiModalReID``
 (``pretrained=None``: random weights cost the same) and each run in its own
 child process so that peak memory is measured per variant:
 
 * ``dmpt``: ``configs/dmpt/dmpt_vitb_rgbnt201.py`` (frozen CLIP ViT-B/16 +
   prompts, 256x128, 3 modalities);
 * ``dmpt_cp``: the same with ``with_cp=True`` (gradient checkpointing);
+* ``dmpt_lowmem``: the same with ``low_memory=True`` (checkpointing with the
+  block boundaries in bf16, the frozen tower in bf16, also without ``--amp``);
 * ``full_ft``: ``configs/baselines/clip_vitb_fullft_rgbnt201.py``
-  (``frozen=False``, no prompts).
+  (``frozen=False``, no prompts);
+* ``dmpt_compiled`` / ``full_ft_compiled``: ``dmpt`` / ``full_ft`` with
+  ``torch_compile`` (``--compile-mode``; compilation happens in the warm-up
+  steps, which ``--warmup`` must leave room for). Their ratios are also given
+  to each other (``vs full_ft`` of a compiled variant is to ``full_ft_compiled``
+  when it ran).
+
+Under ``--amp`` the frozen tower is kept in the AMP dtype
+(``set_compute_dtype``), as ``ReIDRunner`` does for ``tools/train.py --amp``.
 
 A training step is: forward in ``'loss'`` mode, sum of the losses, backward,
 optimizer step on the trainable parameters (the config's
@@ -39,6 +49,7 @@ import bench_utils as bu  # noqa: E402
 import torch  # noqa: E402
 
 VARIANTS = ('dmpt', 'dmpt_cp', 'full_ft')
+ALL_VARIANTS = ('dmpt', 'dmpt_cp', 'dmpt_lowmem', 'full_ft', 'dmpt_compiled', 'full_ft_compiled')
 
 
 def add_variant_args(parser: argparse.ArgumentParser, default: Sequence[str] = VARIANTS) -> None:
@@ -59,8 +70,14 @@ def add_variant_args(parser: argparse.ArgumentParser, default: Sequence[str] = V
         '--variants',
         nargs='+',
         default=list(default),
-        choices=VARIANTS,
+        choices=ALL_VARIANTS,
         help=f'what to run ({" ".join(default)})',
+    )
+    parser.add_argument(
+        '--compile-mode',
+        default=None,
+        help="torch.compile mode of the *_compiled variants (default: torch's; "
+        "'reduce-overhead' = CUDA graphs)",
     )
 
 
@@ -73,13 +90,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def variant_model_cfg(args: argparse.Namespace, variant: str) -> dict:
     """The model config of one variant."""
-    if variant == 'full_ft':
-        return bu.load_model_cfg(args.fullft_config, tiny=args.tiny, quick_gelu=args.quick_gelu)
+    overrides = {}
+    if variant.endswith('_compiled'):
+        mode = getattr(args, 'compile_mode', None)
+        overrides['torch_compile'] = dict(mode=mode) if mode else True
+    if variant.startswith('full_ft'):
+        return bu.load_model_cfg(
+            args.fullft_config, tiny=args.tiny, quick_gelu=args.quick_gelu, overrides=overrides
+        )
+    overrides['with_cp'] = variant == 'dmpt_cp'
+    overrides['low_memory'] = variant == 'dmpt_lowmem'
     return bu.load_model_cfg(
-        args.dmpt_config,
-        tiny=args.tiny,
-        quick_gelu=args.quick_gelu,
-        overrides=dict(with_cp=variant == 'dmpt_cp'),
+        args.dmpt_config, tiny=args.tiny, quick_gelu=args.quick_gelu, overrides=overrides
     )
 
 
@@ -97,8 +119,10 @@ def build_training(
     model = bu.build_model(variant_model_cfg(args, variant), device)
     model.train()
     backbone = model.backbone
+    if args.amp != 'none' and backbone.compute_dtype is None:
+        backbone.set_compute_dtype(args.amp)  # as ReIDRunner does under --amp
     params = [p for p in model.parameters() if p.requires_grad]
-    config = args.fullft_config if variant == 'full_ft' else args.dmpt_config
+    config = args.fullft_config if variant.startswith('full_ft') else args.dmpt_config
     optimizer = bu.build_optimizer(config, params)
     inputs, samples = bu.make_batch(
         args.batch_size, backbone.num_modalities, backbone.img_size, device, seed=args.seed
@@ -118,7 +142,7 @@ def build_training(
 def run_variant(args: argparse.Namespace, variant: str) -> Dict[str, float]:
     """Build one variant, time its training steps, return its numbers."""
     device = bu.setup_torch(args)
-    _, params, _, step = build_training(args, variant, device)
+    _, params, (inputs, _samples), step = build_training(args, variant, device)
     bu.synchronize(device)
     built_mb = bu.now_memory_mb(device)
     build_peak_mb = bu.peak_memory_mb(device)
@@ -127,6 +151,7 @@ def run_variant(args: argparse.Namespace, variant: str) -> Dict[str, float]:
     times = bu.time_iterations(step, args.steps, args.warmup, device)
     return dict(
         step_s=bu.median(times),
+        images_per_s=inputs.shape[0] * inputs.shape[1] / bu.median(times),
         peak_mb=bu.peak_memory_mb(device),
         after_build_mb=built_mb,
         build_peak_mb=build_peak_mb,
@@ -139,18 +164,23 @@ def run_variant(args: argparse.Namespace, variant: str) -> Dict[str, float]:
 
 def report(args: argparse.Namespace, results: Dict[str, dict], device: torch.device) -> str:
     """Add the ratios to ``full_ft`` and return the printed table."""
-    base = results.get('full_ft')
     rows: List[List[str]] = []
     for name, res in results.items():
+        base = results.get('full_ft')
+        if name.endswith('_compiled') and 'full_ft_compiled' in results:
+            base = results['full_ft_compiled']  # the same mode
         if base is not None:
             res['step_ratio'] = res['step_s'] / base['step_s']
             res['peak_ratio'] = res['peak_mb'] / base['peak_mb']
+        if 'dmpt' in results and name != 'dmpt':
+            res['step_vs_dmpt'] = res['step_s'] / results['dmpt']['step_s']
         rows.append(
             [
                 name,
                 f'{res["trainable_params"]:,}',
                 f'{res["step_s"]:.3f}',
                 f'{res["step_ratio"]:.2f}x' if base else '-',
+                f'{res.get("images_per_s", 0.0):,.0f}',
                 f'{res["peak_mb"]:,.0f}',
                 f'{res["peak_ratio"]:.2f}x' if base else '-',
                 f'{res["after_build_mb"]:,.0f}',
@@ -162,6 +192,7 @@ def report(args: argparse.Namespace, results: Dict[str, dict], device: torch.dev
         'trainable params',
         's / step',
         'vs full_ft',
+        'images / s',
         f'{mem} (MiB)',
         'vs full_ft',
         'after build (MiB)',

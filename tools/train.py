@@ -2,7 +2,7 @@
 
 Usage:
     python tools/train.py configs/dmpt/dmpt_vitb_rgbnt201.py [--work-dir DIR]
-        [--data-root DIR] [--resume [CKPT|auto]] [--amp] [--auto-scale-lr]
+        [--data-root DIR] [--resume [CKPT|auto]] [--amp] [--compile] [--auto-scale-lr]
         [--check-data] [--cfg-options key=value ...] [--launcher pytorch] [--debug]
 
 A mistake in the config, the data or a checkpoint is printed as one message
@@ -41,6 +41,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument(
         '--amp', action='store_true', help='mixed-precision training (needs a CUDA GPU)'
+    )
+    parser.add_argument(
+        '--compile',
+        action='store_true',
+        help="run the backbone's training forward through torch.compile (static shapes; "
+        'model.backbone.torch_compile=True)',
     )
     parser.add_argument(
         '--no-validate', action='store_true', help='do not evaluate during training'
@@ -147,6 +153,8 @@ def merge_args(cfg, args: argparse.Namespace):
         cfg.val_evaluator = None
     if args.amp:  # after --cfg-options, which may set optim_wrapper.type
         use_amp(cfg)
+    if args.compile:
+        use_compile(cfg)
     load_from = cfg.get('load_from')
     if isinstance(load_from, str) and not cfg.get('resume'):
         from mmdmpt.utils.checkpoint import check_checkpoint_file
@@ -176,6 +184,24 @@ def use_amp(cfg) -> None:
         )
     cfg.optim_wrapper.type = f'{scope}.{AMP_VARIANTS[name]}' if scope else AMP_VARIANTS[name]
     cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def use_compile(cfg) -> None:
+    """``--compile``: ``model.backbone.torch_compile=True`` (a dict given in the config is kept).
+
+    Raises:
+        ConfigError: If the backbone has no ``torch_compile`` switch.
+    """
+    from mmdmpt.utils.errors import ConfigError
+
+    backbone = (cfg.get('model') or {}).get('backbone') or {}
+    if str(backbone.get('type', '')).split('.')[-1] != 'DMPTCLIPViT':
+        raise ConfigError(
+            f'--compile: model.backbone.type={backbone.get("type")!r} has no torch_compile '
+            'switch; expected DMPTCLIPViT (or train without --compile).'
+        )
+    if not backbone.get('torch_compile'):
+        cfg.model.backbone.torch_compile = True
 
 
 def check_data(cfg) -> None:

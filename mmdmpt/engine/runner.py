@@ -21,6 +21,7 @@ import torch.distributed as torch_dist
 from mmengine.dist import master_only
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
+from mmengine.optim import AmpOptimWrapper
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint
 
@@ -244,12 +245,49 @@ class ReIDRunner(Runner):
         model.parse_losses = stashing_parse_losses
 
     def build_optim_wrapper(self, optim_wrapper: Any) -> Any:
-        """Build the optimizer wrapper and give a non-finite check the loss terms."""
+        """Build the optimizer wrapper; wire the non-finite check; set the AMP compute dtype.
+
+        A non-finite check gets the loss terms and reads its device flag in
+        :meth:`call_hook`, before the ``after_train_iter`` hooks (see
+        :class:`~mmdmpt.engine.NonFiniteCheckOptimWrapper`). Under AMP a
+        backbone with ``set_compute_dtype`` and no compute dtype of its own
+        keeps its frozen tower in the AMP dtype from now on (one cast, not one
+        per forward; the same results as autocast's casts).
+        """
         wrapper = super().build_optim_wrapper(optim_wrapper)
-        for one in wrapper.values() if hasattr(wrapper, 'optim_wrappers') else [wrapper]:
+        wrappers = list(wrapper.values()) if hasattr(wrapper, 'optim_wrappers') else [wrapper]
+        for one in wrappers:
             if hasattr(one, 'loss_terms_getter'):
                 one.loss_terms_getter = lambda: getattr(self, 'last_loss_terms', {})
+            if hasattr(one, 'check_pending'):
+                one.deferred_check = True
+        self._set_amp_compute_dtype(wrappers)
         return wrapper
+
+    def _set_amp_compute_dtype(self, wrappers: list) -> None:
+        amp = [w for w in wrappers if isinstance(w, AmpOptimWrapper)]
+        if not amp:
+            return
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        backbone = getattr(model, 'backbone', None)
+        if not hasattr(backbone, 'set_compute_dtype') or backbone.compute_dtype is not None:
+            return
+        device = next(model.parameters()).device.type
+        dtype = amp[0].cast_dtype
+        if dtype is None:
+            dtype = torch.get_autocast_dtype(device if device != 'cpu' else 'cuda')
+        backbone.set_compute_dtype(dtype)
+        self.logger.info(f'AMP: the frozen backbone tower is kept in {dtype}.')
+
+    def call_hook(self, fn_name: str, **kwargs: Any) -> None:
+        """Call the hooks; first read a pending non-finite check before ``after_train_iter``."""
+        if fn_name == 'after_train_iter':
+            wrapper = getattr(self, 'optim_wrapper', None)
+            wrappers = wrapper.values() if hasattr(wrapper, 'optim_wrappers') else [wrapper]
+            for one in wrappers:
+                if hasattr(one, 'check_pending'):
+                    one.check_pending()
+        super().call_hook(fn_name, **kwargs)
 
     # ------------------------------------------------------------ checkpoints
     def load_checkpoint(

@@ -10,6 +10,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.optim import AmpOptimWrapper
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmdmpt.engine import NonFiniteCheckOptimWrapper
 from mmdmpt.engine.optim_wrappers import AmpNonFiniteCheckOptimWrapper, NonFiniteCheckMixin
@@ -250,3 +251,123 @@ def test_amp_wrapper_on_cuda(dtype):
     with pytest.raises(FloatingPointError, match=r'the summed loss \(nan\)'):
         step(nan)
     assert step(0.1) and torch.isfinite(model.weight).all()
+
+
+# --------------------------------------------------------------------------- #
+# The check on the device (fused optimizers, the schedules' default): no host
+# read during the step, the optimizer skips the update itself
+# --------------------------------------------------------------------------- #
+class _HostReads(TorchDispatchMode):
+    """Count the operators that read a tensor's value on the host."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name.split('::')[-1] in ('_local_scalar_dense', 'is_nonzero', 'nonzero'):
+            self.reads += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _fused_wrapper(**kwargs):
+    param = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.Adam([param], lr=0.1, fused=True)
+    return NonFiniteCheckOptimWrapper(optimizer=optimizer, **kwargs), param
+
+
+def test_default_schedules_use_a_fused_optimizer():
+    for path in sorted((ROOT / 'configs' / '_base_' / 'schedules').glob('*.py')):
+        assert Config.fromfile(path).optim_wrapper.optimizer.get('fused') is True, path
+
+
+def test_device_check_skips_the_update_on_the_device_and_raises():
+    wrapper, param = _fused_wrapper()
+    assert wrapper.uses_device_check()
+    wrapper.update_params((param * 2).sum())  # a finite step
+    after_one = param.detach().clone()
+    assert not torch.equal(after_one, torch.ones(2))
+    state = {k: v.clone() for k, v in wrapper.optimizer.state[param].items()}
+    with pytest.raises(FloatingPointError, match=r'summed loss \(nan\)\. Training stopped; the'):
+        wrapper.update_params((param * nan).sum())
+    assert torch.equal(param.detach(), after_one)  # weights, moments and step count unchanged
+    for key, value in wrapper.optimizer.state[param].items():
+        assert torch.equal(value, state[key]), key
+    assert param.grad is None
+    wrapper.update_params((param * 2).sum())  # and training can go on
+    assert wrapper.optimizer.state[param]['step'].item() == 2
+
+
+def test_device_check_reads_one_flag_and_only_when_asked(monkeypatch):
+    wrapper, param = _fused_wrapper(on_nonfinite='skip', max_skips=1)
+    wrapper.deferred_check = True  # as ReIDRunner sets it
+    wrapper.loss_terms_getter = lambda: {'loss_a': torch.tensor(1.0), 'loss_b': torch.tensor(nan)}
+    counter = _HostReads()
+    with counter:
+        wrapper.update_params((param * 2).sum())
+    assert counter.reads == 0
+    wrapper.check_pending()  # the Runner, once per iteration
+    before = param.detach().clone()
+    with counter:
+        wrapper.update_params((param * nan).sum())  # no error yet: nothing was read
+    assert counter.reads == 0
+    assert torch.equal(param.detach(), before) and wrapper.skipped_steps == 0
+    records = []
+    monkeypatch.setattr(
+        'mmdmpt.engine.optim_wrappers.print_log', lambda msg, **kw: records.append(msg)
+    )
+    with counter:
+        wrapper.check_pending()
+    assert counter.reads >= 1 and wrapper.skipped_steps == 1
+    assert 'loss term(s) loss_b=nan' in records[0] and 'step skipped' in records[0]
+    wrapper.check_pending()  # read once
+    assert wrapper.skipped_steps == 1
+    wrapper.update_params((param * nan).sum())
+    with pytest.raises(FloatingPointError, match='max_skips=1'):
+        wrapper.check_pending()
+
+
+def test_amp_device_check_joins_the_grad_scaler(amp_wrapper, monkeypatch):
+    """A non-finite loss whose gradients are finite still skips the AMP step."""
+    if not torch.cuda.is_available():
+        import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_module
+
+        monkeypatch.setattr(amp_module, 'is_cuda_available', lambda: True)
+    param = torch.nn.Parameter(torch.ones(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        wrapper = AmpNonFiniteCheckOptimWrapper(
+            optimizer=torch.optim.Adam([param], lr=0.1, fused=True)
+        )
+    wrapper.loss_scaler = torch.amp.GradScaler('cpu', init_scale=8.0)  # an enabled scaler
+    assert wrapper.uses_device_check() and wrapper.loss_scaler.is_enabled()
+    wrapper.update_params((param * 2).sum())
+    after_one = param.detach().clone()
+    assert not torch.equal(after_one, torch.ones(2))
+    scale = wrapper.loss_scaler.get_scale()
+    with pytest.raises(FloatingPointError, match=r'summed loss \(nan\)'):
+        wrapper.update_params((param * 2).sum() + torch.tensor(nan))  # finite gradients
+    assert torch.equal(param.detach(), after_one)
+    assert wrapper.loss_scaler.get_scale() < scale
+
+
+def test_amp_runner_keeps_the_frozen_tower_in_the_amp_dtype(tree, tmp_path, monkeypatch):
+    import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_module
+
+    tiny = _tiny()
+    for dtype, expected in ((None, torch.float16), ('bfloat16', torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+        options = [] if dtype is None else [f'optim_wrapper.dtype={dtype}']
+        cfg = tiny.build_cfg(tree, tmp_path / str(dtype), options, ['--amp', '--no-validate'])
+        monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+        runner = tiny.build_runner(cfg)
+        monkeypatch.setattr(amp_module, 'is_cuda_available', lambda: True)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+        assert wrapper.deferred_check
+        backbone = runner.model.backbone
+        assert backbone.compute_dtype == expected
+        frozen = [p for p in backbone.visual.parameters() if not p.requires_grad]
+        assert frozen and all(p.dtype == expected for p in frozen)
+        assert all(p.dtype == torch.float32 for p in runner.model.parameters() if p.requires_grad)

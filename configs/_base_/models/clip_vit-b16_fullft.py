@@ -24,7 +24,7 @@ model = dict(
     head=dict(
         type='BNNeckHead',
         num_classes='auto',  # the training set's identities, read when the Runner starts
-        loss_cls=dict(type='mmpretrain.LabelSmoothLoss', label_smooth_val=0.1, loss_weight=0.25),
+        loss_cls=dict(type='LabelSmoothCrossEntropy', label_smooth_val=0.1, loss_weight=0.25),
         loss_triplet=dict(type='TripletLoss', margin=None, loss_weight=1.0),
         test_feature='before',
         per_modality_loss=None,

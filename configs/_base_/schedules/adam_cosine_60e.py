@@ -5,12 +5,16 @@ warmup_epochs = 5
 # A NaN / inf loss stops training with an error naming the iteration and the
 # loss term, before the optimizer step (on_nonfinite='skip' skips and counts
 # such steps instead; max_skips bounds them). `tools/train.py --amp` swaps in
-# AmpNonFiniteCheckOptimWrapper, which keeps the check.
+# AmpNonFiniteCheckOptimWrapper, which keeps the check. With the fused Adam
+# (one kernel for all parameters) the check reads no device value on the
+# host during the step: a non-finite step is skipped on the device (the
+# optimizer's found_inf) and reported once the Runner reads the losses for
+# logging (see mmdmpt/engine/optim_wrappers.py).
 optim_wrapper = dict(
     type='NonFiniteCheckOptimWrapper',
     on_nonfinite='raise',
     max_skips=None,
-    optimizer=dict(type='Adam', lr=3.5e-4, weight_decay=1e-4),
+    optimizer=dict(type='Adam', lr=3.5e-4, weight_decay=1e-4, fused=True),
 )
 
 param_scheduler = [

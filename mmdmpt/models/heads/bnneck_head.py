@@ -15,7 +15,7 @@ from mmdmpt.utils.errors import ConfigError
 
 from ..losses.triplet_loss import autocast_off
 
-DEFAULT_LOSS_CLS = dict(type='mmpretrain.LabelSmoothLoss', label_smooth_val=0.1, loss_weight=0.25)
+DEFAULT_LOSS_CLS = dict(type='LabelSmoothCrossEntropy', label_smooth_val=0.1, loss_weight=0.25)
 DEFAULT_LOSS_TRIPLET = dict(type='TripletLoss', margin=None, loss_weight=1.0)
 
 
@@ -60,11 +60,14 @@ class BNNeckHead(BaseModule):
       over the M modality text features (the right modality is the target).
       Needs :meth:`init_alignment`, which :class:`MultiModalReID` calls.
 
-    Mixed precision: the classifiers' logits may come out of autocast in
-    float16/bfloat16, but every loss is computed in float32 with autocast
-    disabled (the logits are cast to float32 first; the alignment loss
-    projects and normalises float32 copies of the features), so the loss
-    values are those of float32 arithmetic on the network's outputs.
+    Mixed precision: the BNNeck and the ID classifier run in float32 with
+    autocast disabled (a small head: no bf16 copy of its weights is made and
+    kept for the backward pass), per-modality classifiers' logits may come
+    out of autocast in float16/bfloat16, and every loss is computed in
+    float32 with autocast disabled (the logits are cast to float32 first; the
+    alignment loss projects and normalises float32 copies of the features),
+    so the loss values are those of float32 arithmetic on the network's
+    outputs. No loss reads a device value on the host.
 
     Test features (:meth:`predict`) are raw (not L2-normalised; normalising is
     the metric's job): the pre-BN feature for ``test_feature='before'`` or
@@ -76,8 +79,9 @@ class BNNeckHead(BaseModule):
         num_classes (int): Number of training identities.
         num_modalities (int): M. Defaults to 3.
         loss_cls (dict, optional): ID loss config, None to disable. Defaults
-            to ``dict(type='mmpretrain.LabelSmoothLoss', label_smooth_val=0.1,
-            loss_weight=0.25)``.
+            to ``dict(type='LabelSmoothCrossEntropy', label_smooth_val=0.1,
+            loss_weight=0.25)`` (the value of MMPretrain's ``LabelSmoothLoss``
+            without its host-side label check).
         loss_triplet (dict, optional): Triplet loss config, None to disable.
             Defaults to ``dict(type='TripletLoss', margin=None,
             loss_weight=1.0)`` (soft margin).
@@ -140,7 +144,7 @@ class BNNeckHead(BaseModule):
             )
             self.modality_loss = MODELS.build(
                 dict(
-                    type='mmpretrain.LabelSmoothLoss',
+                    type='LabelSmoothCrossEntropy',
                     label_smooth_val=cfg.get('label_smooth_val', 0.1),
                     loss_weight=1.0,
                 )
@@ -241,13 +245,17 @@ class BNNeckHead(BaseModule):
             its key, only logged).
         """
         self._check(feats)
+        # gt_label is on the device already (the data preprocessor moves the data
+        # samples), so this is one concatenation and no host copy.
         labels = torch.cat([torch.as_tensor(s.gt_label).reshape(-1) for s in data_samples])
         labels = labels.to(feats.device).long()
         if labels.numel() != feats.shape[0]:
             raise ValueError(f'{labels.numel()} labels for {feats.shape[0]} samples')
-        mask = self._mask(feats, data_samples)
+        needs_mask = self.per_modality_cfg is not None or self.align_cfg is not None
+        mask = self._mask(feats, data_samples) if needs_mask else None
         flat = feats.flatten(1)
-        logits = self.classifier(self.bnneck(flat))
+        with autocast_off(flat.device):  # a small fp32 head: no weight copies under AMP
+            logits = self.classifier(self.bnneck(_at_least_fp32(flat)))
         losses: Dict[str, torch.Tensor] = {}
         if self.loss_cls is not None:
             with autocast_off(logits.device):

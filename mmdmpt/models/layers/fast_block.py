@@ -1,9 +1,20 @@
 """Fused forward of open_clip's vision blocks, and the embedding step before them.
 
 Everything of mmdmpt that relies on how open_clip builds its vision tower lives
-here: the embedding step (:func:`visual_embeds`), the fused block runner
-(:func:`fast_block_forward`) and the check of whether a block fits the fused
-path (:func:`fast_path_supported`).
+here: the embedding step (:func:`visual_embeds`, and :func:`embed_tokens` in the
+compute dtype), the fused block runner (:func:`fast_block_forward`), the
+pieces a caller composes into its own block pass over packed rows
+(:func:`block_weights`, :func:`layer_norm`, :func:`attention`,
+:func:`block_tail`) and the check of whether a block fits the fused path
+(:func:`fast_path_supported`).
+
+Dtypes: every function computes in the dtype of its input rows (the *compute
+dtype*; under autocast the callers cast the stream once to autocast's dtype).
+Weights in another dtype are cast once per call (frozen towers cast to the
+compute dtype beforehand, see ``DMPTCLIPViT.set_compute_dtype``, need none),
+and LayerNorm runs on the stream's dtype, its kernel accumulating in float32,
+instead of autocast's float32 round trip. The code path is the same on every
+device.
 
 A block that does not fit runs as it is (``block(x, attn_mask=...)``): the
 results stay correct, only slower and more memory-hungry. Each such reason is
@@ -14,7 +25,7 @@ instead of going unnoticed.
 
 import collections
 import logging
-from typing import Dict, Optional, Sequence, Set, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +33,15 @@ from mmengine.logging import print_log
 from torch import nn
 
 __all__ = [
+    'attention',
+    'block_tail',
+    'block_weights',
+    'compute_dtype_of',
+    'embed_tokens',
     'fallback_counts',
     'fast_block_forward',
     'fast_path_supported',
+    'layer_norm',
     'visual_embeds',
     'visual_embeds_from_attributes',
 ]
@@ -147,6 +164,56 @@ def visual_embeds_from_attributes(visual: nn.Module, images: torch.Tensor) -> to
     return visual.ln_pre(x)
 
 
+def embed_tokens(visual: nn.Module, images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The tokens entering the first block, computed in ``dtype``.
+
+    The same function as :func:`visual_embeds` (``conv1``, class token,
+    positional embedding, ``ln_pre``), with the images and every weight in
+    ``dtype`` (weights in another dtype are cast once) and ``ln_pre`` on
+    ``dtype`` (:func:`layer_norm`), so no float32 round trip and no per-call
+    cast of a tower already in ``dtype``. In float32 the result equals
+    :func:`visual_embeds` bitwise. When patch dropout is active (a tower in
+    training mode with ``patch_dropout > 0``), or the tower does not have the
+    expected parts, :func:`visual_embeds` computes them instead (in its own
+    dtype, then cast).
+
+    Args:
+        visual (nn.Module): open_clip's ``VisionTransformer``.
+        images (Tensor): ``(B, 3, H, W)``.
+        dtype (torch.dtype): The compute dtype.
+
+    Returns:
+        Tensor: ``(B, 1 + G, C)`` in ``dtype``.
+    """
+    dropout = getattr(visual, 'patch_dropout', None)
+    plain = isinstance(dropout, nn.Identity) or (
+        dropout is not None and (not dropout.training or getattr(dropout, 'prob', 1.0) == 0.0)
+    )
+    conv = getattr(visual, 'conv1', None)
+    if not (
+        plain
+        and isinstance(conv, nn.Conv2d)
+        and conv.padding_mode == 'zeros'
+        and all(hasattr(visual, n) for n in _EMBED_ATTRIBUTES)
+        and _plain_layer_norm(visual.ln_pre)
+    ):
+        return visual_embeds(visual, images).to(dtype)
+    x = F.conv2d(
+        images.to(dtype),
+        _cast(conv.weight, dtype),
+        _cast(conv.bias, dtype),
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+    )
+    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # (B, G, C), row-major
+    cls = _cast(visual.class_embedding, dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
+    x = torch.cat([cls, x], dim=1)
+    x = x + _cast(visual.positional_embedding, dtype)
+    return layer_norm(x, visual.ln_pre)
+
+
 # ---------------------------------------------------------------- block check
 def fast_path_supported(block: nn.Module) -> Tuple[bool, str]:
     """Whether :func:`fast_block_forward` runs ``block`` fully fused, and why not.
@@ -221,6 +288,13 @@ def _attention_unsupported(block: nn.Module) -> Optional[str]:
             f'block {_name(block)} holds attention {_name(attn)}, not {expected} '
             '(the fused path reproduces only that attention)'
         )
+    for name in ('ln_1', 'ln_2'):
+        norm = getattr(block, name)
+        if not _plain_layer_norm(norm):
+            problems.append(
+                f'{name} {_name(norm)} (the fused path computes open_clip LayerNorm / '
+                'nn.LayerNorm only)'
+            )
     if problems:
         return f'block {_name(block)} with {_name(attn)}: ' + ', '.join(problems)
     return None
@@ -262,6 +336,143 @@ def _mlp_plan(mlp: nn.Module) -> Tuple[Optional[Tuple[float, str]], Optional[str
 
 
 # ---------------------------------------------------------------- fused block
+def compute_dtype_of(x: torch.Tensor) -> torch.dtype:
+    """The dtype a block computes in for input ``x``: autocast's when it is on, else ``x``'s."""
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return x.dtype
+
+
+def _cast(tensor: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """``tensor`` in ``dtype`` (itself when it already is; None stays None)."""
+    if tensor is None or tensor.dtype == dtype:
+        return tensor
+    return tensor.to(dtype)
+
+
+def layer_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+    """A LayerNorm module's function on ``x``, computed in ``x``'s dtype.
+
+    ``torch.native_layer_norm`` accumulates in float32 for float16/bfloat16
+    inputs, so the low-precision stream needs no float32 copy (autocast runs
+    ``layer_norm`` in float32 and casts its input and output); the weights are
+    cast to ``x``'s dtype when they differ. For a float32 ``x`` this is
+    exactly ``F.layer_norm``.
+
+    Args:
+        x (Tensor): ``(..., C)``.
+        norm (nn.Module): ``nn.LayerNorm`` or open_clip's ``LayerNorm``.
+
+    Returns:
+        Tensor: Same shape and dtype as ``x``.
+    """
+    weight, bias = _cast(norm.weight, x.dtype), _cast(norm.bias, x.dtype)
+    return torch.native_layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)[0]
+
+
+def _scale(layer_scale: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``ls_1`` / ``ls_2`` of a block: identity, or open_clip's ``LayerScale`` in ``x``'s dtype."""
+    if isinstance(layer_scale, nn.Identity):
+        return x
+    gamma = getattr(layer_scale, 'gamma', None)
+    if _is_open_clip(layer_scale, ('LayerScale',)) and isinstance(gamma, torch.Tensor):
+        return x * _cast(gamma, x.dtype)
+    return layer_scale(x)
+
+
+class BlockWeights(NamedTuple):
+    """The attention weights of one block in the compute dtype (see :func:`block_weights`)."""
+
+    qkv_weight: torch.Tensor
+    qkv_bias: Optional[torch.Tensor]
+    out_weight: torch.Tensor
+    out_bias: Optional[torch.Tensor]
+    heads: int
+    dropout: float
+
+
+def block_weights(block: nn.Module, dtype: torch.dtype) -> BlockWeights:
+    """The attention projections of a block that fits the fast path, in ``dtype``.
+
+    Weights already in ``dtype`` (a frozen tower cast once) are used as they
+    are; others are cast here, once per call, and the caller reuses the result
+    for every row it runs through the block.
+
+    Args:
+        block (nn.Module): A block for which :func:`fast_path_supported` holds
+            (at least its attention part).
+        dtype (torch.dtype): The compute dtype.
+
+    Returns:
+        BlockWeights: ``in_proj`` and ``out_proj`` weights and biases, the
+        number of heads and the attention dropout (0 in eval mode).
+    """
+    attn = block.attn
+    dropout = _attention_dropout(attn) if attn.training else 0.0
+    return BlockWeights(
+        _cast(attn.in_proj_weight, dtype),
+        _cast(attn.in_proj_bias, dtype),
+        _cast(attn.out_proj.weight, dtype),
+        _cast(attn.out_proj.bias, dtype),
+        int(attn.num_heads),
+        float(dropout),
+    )
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: int,
+    dropout: float = 0.0,
+    attn_mask: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Multi-head attention of token rows through ``scaled_dot_product_attention``.
+
+    Args:
+        q (Tensor): ``(B, Tq, C)`` queries (may be a strided view).
+        k (Tensor): ``(B, T, C)`` keys.
+        v (Tensor): ``(B, T, C)`` values.
+        heads (int): Number of heads (``C`` divisible by it).
+        dropout (float): Dropout on the attention probabilities. Defaults to 0.
+        attn_mask (Tensor, optional): Broadcastable to ``(B, heads, Tq, T)``.
+            Defaults to None.
+
+    Returns:
+        Tensor: ``(B * Tq, C)`` rows (a view when the kernel returns the
+        usual ``(B, Tq, heads, d)`` layout).
+    """
+    batch, queries, width = q.shape
+    head_dim = width // heads
+    q = q.view(batch, queries, heads, head_dim).transpose(1, 2)
+    k = k.view(batch, k.shape[1], heads, head_dim).transpose(1, 2)
+    v = v.view(batch, v.shape[1], heads, head_dim).transpose(1, 2)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+    return o.transpose(1, 2).reshape(batch * queries, width)
+
+
+def block_tail(
+    block: nn.Module, weights: BlockWeights, residual: torch.Tensor, attended: torch.Tensor
+) -> torch.Tensor:
+    """The rest of a block after attention, on rows: ``out_proj``, residual, ``ln_2``, MLP.
+
+    Both residual additions are out of place (autograd then needs no copy of
+    the stream for them).
+
+    Args:
+        block (nn.Module): The block.
+        weights (BlockWeights): From :func:`block_weights`.
+        residual (Tensor): ``(R, C)`` the rows' block inputs.
+        attended (Tensor): ``(R, C)`` their attention outputs (before ``out_proj``).
+
+    Returns:
+        Tensor: ``(R, C)`` the block's outputs.
+    """
+    x = residual + _scale(block.ls_1, F.linear(attended, weights.out_weight, weights.out_bias))
+    return x + _scale(block.ls_2, _mlp_forward(block.mlp, layer_norm(x, block.ln_2)))
+
+
 def fast_block_forward(
     block: nn.Module,
     x: torch.Tensor,
@@ -276,11 +487,15 @@ def fast_block_forward(
 
     * attention through :func:`torch.nn.functional.scaled_dot_product_attention`
       (one fused kernel; the attention probabilities are never stored);
-    * the residual additions are done in place on fresh outputs;
+    * LayerNorm on the stream's own dtype (:func:`layer_norm`);
+    * out-of-place residual additions;
     * QuickGELU ``x * sigmoid(1.702 x)`` is computed as
       ``silu(1.702 x) / 1.702`` with both scales folded into the two MLP
       matmuls (``alpha`` / ``beta`` of ``addmm``), so the activation is one
       fused kernel and autograd keeps one tensor for it instead of two.
+
+    Under autocast the block computes in autocast's dtype: ``x`` is cast once
+    and the weights once per call (none when they already have that dtype).
 
     With ``num_queries=n`` only the first ``n`` tokens are computed as
     queries (every token still serves as key and value) and the output has
@@ -320,36 +535,33 @@ def fast_block_forward(
         )
         out = block(x, attn_mask=attn_mask)
         return out if num_queries is None else out[:, :num_queries]
-    attn = block.attn
     batch, length, width = x.shape
     queries = length if num_queries is None else int(num_queries)
-    heads = attn.num_heads
-    head_dim = width // heads
-    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    x = x.to(compute_dtype_of(x))
+    weights = block_weights(block, x.dtype)
+    weight, bias = weights.qkv_weight, weights.qkv_bias
     if queries == length:
         if 0 < num_const < length and x.requires_grad and torch.is_grad_enabled():
             with torch.no_grad():
-                qkv_const = F.linear(block.ln_1(x[:, :num_const]), weight, bias)
-            qkv_rest = F.linear(block.ln_1(x[:, num_const:]), weight, bias)
+                qkv_const = F.linear(layer_norm(x[:, :num_const], block.ln_1), weight, bias)
+            qkv_rest = F.linear(layer_norm(x[:, num_const:], block.ln_1), weight, bias)
             qkv = torch.cat([qkv_const, qkv_rest], dim=1)
         else:
-            qkv = F.linear(block.ln_1(x), weight, bias)
-        q, k, v = qkv.view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            qkv = F.linear(layer_norm(x, block.ln_1), weight, bias)
+        q, k, v = qkv.split(width, dim=-1)
         residual = x
     else:
-        y = block.ln_1(x)
+        y = layer_norm(x, block.ln_1)
         q = F.linear(y[:, :queries], weight[:width], None if bias is None else bias[:width])
-        q = q.view(batch, queries, heads, head_dim).transpose(1, 2)
-        kv = F.linear(y, weight[width:], None if bias is None else bias[width:])
-        k, v = kv.view(batch, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        k, v = F.linear(y, weight[width:], None if bias is None else bias[width:]).split(
+            width, dim=-1
+        )
         residual = x[:, :queries]
         if attn_mask is not None and attn_mask.dim() >= 2 and attn_mask.shape[-2] == length:
             attn_mask = attn_mask[..., :queries, :]
-    dropout = _attention_dropout(attn) if attn.training else 0.0
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
-    o = o.transpose(1, 2).reshape(batch, queries, width)
-    x = _add_residual(residual, block.ls_1(F.linear(o, *_linear(attn.out_proj))))
-    return _add_residual(x, block.ls_2(_mlp_forward(block.mlp, block.ln_2(x))))
+    o = attention(q, k, v, weights.heads, weights.dropout, attn_mask)
+    out = block_tail(block, weights, residual.reshape(batch * queries, width), o)
+    return out.view(batch, queries, width)
 
 
 def _attention_dropout(attn: nn.Module) -> float:
@@ -359,24 +571,13 @@ def _attention_dropout(attn: nn.Module) -> float:
     return attn.attn_drop.p
 
 
-def _add_residual(residual: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``residual + out``, in place on ``out`` (a fresh tensor) when dtypes allow.
-
-    Under autocast ``out`` may be bf16/fp16 while the residual stream is fp32;
-    then the addition is done out of place so that the stream stays fp32 as in
-    open_clip. Autograd saves neither operand of an addition, so the in-place
-    form is always safe for a fresh ``out``.
-    """
-    if out.dtype == residual.dtype and out.shape == residual.shape:
-        return out.add_(residual)
-    return residual + out
-
-
 def _mlp_forward(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """open_clip's ``c_fc -> act -> c_proj`` MLP, computed by :class:`_FusedMLP`.
 
     QuickGELU and exact GELU MLPs with biases take the fused path; any other
-    MLP runs as it is (with a warning, once per reason).
+    MLP runs as it is (with a warning, once per reason). The MLP computes in
+    the dtype of ``x`` (autocast's dtype when ``x`` is float32 under
+    autocast); weights in another dtype are cast once per call.
     """
     plan, reason = _mlp_plan(mlp)
     if plan is None:
@@ -388,19 +589,21 @@ def _mlp_forward(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return mlp(x)
     scale, kind = plan
     c_fc, c_proj = mlp.c_fc, mlp.c_proj
-    weights = (c_fc.weight, c_fc.bias, c_proj.weight, c_proj.bias)
-    device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        # The function runs with autocast off: cast once here, as autocast
-        # would for the two matmuls (the casts stay differentiable).
-        dtype = torch.get_autocast_dtype(device_type)
-        x = x.to(dtype)
-        weights = tuple(w.to(dtype) for w in weights)
-    elif any(w.dtype != x.dtype for w in weights):
-        weights = tuple(w.to(x.dtype) for w in weights)
+    x = x.to(compute_dtype_of(x))
+    dtype = x.dtype
+    weights = tuple(_cast(w, dtype) for w in (c_fc.weight, c_fc.bias, c_proj.weight, c_proj.bias))
     shape = x.shape
+    if torch.compiler.is_compiling():
+        # Plain operators for the compiler to fuse; autograd keeps the same tensor
+        # (the pre-activation) when the weights are frozen.
+        h = torch.addmm(
+            weights[1], x.reshape(-1, shape[-1]), weights[0].t(), beta=scale, alpha=scale
+        )
+        z = F.silu(h) if kind == 'silu' else F.gelu(h)
+        out = torch.addmm(weights[3], z, weights[2].t(), alpha=1.0 / scale)
+        return out.view(*shape[:-1], out.shape[-1])
     hidden = weights[0].shape[0]
-    if device_type == 'cpu':
+    if x.device.type == 'cpu':
         rows = max(1, _CPU_CHUNK_BYTES // (hidden * x.element_size()))
     else:
         rows = -1
@@ -496,5 +699,6 @@ def _is_quick_gelu(module: Optional[nn.Module]) -> bool:
     return cls.__name__ == 'QuickGELU' and cls.__module__.startswith('open_clip')
 
 
-def _linear(layer: nn.Linear) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    return layer.weight, layer.bias
+def _plain_layer_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is ``nn.LayerNorm`` or open_clip's ``LayerNorm`` (same function)."""
+    return type(module) is nn.LayerNorm or _is_open_clip(module, ('LayerNorm',))

@@ -69,7 +69,9 @@ class TripletLoss(nn.Module):
     Anchors without another sample of their identity, or without any sample
     of another identity, have no triplet and are left out of the mean. When
     no anchor has a triplet the loss is a zero that stays connected to the
-    graph (``0 * feats.sum()``), never NaN.
+    graph, never NaN. The loss reads no device value on the host (no
+    ``item()``, no boolean-mask indexing): the mean over the anchors with a
+    triplet is a masked sum divided by their count.
 
     Args:
         margin (float, optional): Margin; None for the soft margin.
@@ -114,15 +116,17 @@ class TripletLoss(nn.Module):
             pos_mask = same & ~eye
             neg_mask = ~same
             valid = pos_mask.any(1) & neg_mask.any(1)
-            if not bool(valid.any()):
-                return feats.sum() * 0.0
-            d_ap = dist.masked_fill(~pos_mask, float('-inf')).amax(1)[valid]
-            d_an = dist.masked_fill(~neg_mask, float('inf')).amin(1)[valid]
+            # Hardest positive / negative; anchors without one get 0 - 0 (masked out
+            # below, and finite, so that no inf or NaN reaches the gradients).
+            d_ap = dist.masked_fill(~pos_mask, 0.0).amax(1)
+            d_an = dist.masked_fill(~neg_mask, float('inf')).amin(1)
+            diff = torch.where(valid, d_ap - d_an.masked_fill(~valid, 0.0), 0.0)
             if self.margin is None:
-                loss = F.softplus(d_ap - d_an)
+                loss = F.softplus(diff)
             else:
-                loss = F.relu(d_ap - d_an + self.margin)
-            return self.loss_weight * loss.mean()
+                loss = F.relu(diff + self.margin)
+            count = valid.sum().clamp(min=1)
+            return self.loss_weight * (loss * valid).sum() / count
 
     def extra_repr(self) -> str:
         """Shown by ``print(module)``."""

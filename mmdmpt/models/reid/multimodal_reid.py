@@ -118,7 +118,16 @@ class MultiModalReID(BaseModel):
     def _modality_mask(
         self, inputs: torch.Tensor, data_samples: Optional[Sequence]
     ) -> Optional[torch.Tensor]:
-        return stack_modality_mask(data_samples, inputs.shape[0], inputs.shape[1], inputs.device)
+        """The batch's ``(N, M)`` modality mask on the device, or None when all are present.
+
+        The masks are batch metadata on the host (``modality_mask`` in the
+        samples' metainfo); checking them there reads no device value, so a
+        batch with every modality present costs no host-device sync.
+        """
+        mask = stack_modality_mask(data_samples, inputs.shape[0], inputs.shape[1], 'cpu')
+        if mask is None or bool(mask.numpy().all()):
+            return None
+        return mask.to(inputs.device)
 
     def extract_feat(
         self, inputs: torch.Tensor, data_samples: Optional[Sequence] = None

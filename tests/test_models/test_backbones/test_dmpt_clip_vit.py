@@ -5,6 +5,7 @@ import torch
 from open_clip.model import resize_pos_embed
 from open_clip.transformer import QuickGELU
 
+import mmdmpt.models.backbones.dmpt_clip_vit as dmpt_module
 from mmdmpt.models.backbones import DMPTCLIPViT
 
 IMG = (64, 32)  # 8x4 grid with patch 8; the weight files are 32x32 (4x4)
@@ -187,7 +188,21 @@ def test_full_finetuning_makes_tower_trainable(tiny_cfg, tiny_weights):
     assert with_proj.visual.proj.requires_grad
 
 
-def test_no_grad_before_first_prompted_layer(tiny_cfg, tiny_weights):
+def _spy(monkeypatch, name):
+    """Record the calls of a function the backbone module uses: ``(args, result)``."""
+    calls = []
+    original = getattr(dmpt_module, name)
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append((args, out))
+        return out
+
+    monkeypatch.setattr(dmpt_module, name, spy)
+    return calls
+
+
+def test_no_grad_before_first_prompted_layer(tiny_cfg, tiny_weights, monkeypatch):
     backbone = _backbone(
         tiny_cfg(layers=4),
         pretrained=tiny_weights,
@@ -195,16 +210,16 @@ def test_no_grad_before_first_prompted_layer(tiny_cfg, tiny_weights):
         semantic_prompt_layers=(2,),
         bind_layers=(),
     ).train()
-    seen = {}
-    for i, block in enumerate(backbone.visual.transformer.resblocks):
-        block.ln_1.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(i, o.requires_grad))
+    norms = {id(b.ln_1): i for i, b in enumerate(backbone.visual.transformer.resblocks)}
+    calls = _spy(monkeypatch, 'layer_norm')
     _loss(backbone(torch.randn(1, 3, 3, *IMG))).backward()
+    seen = {norms[id(a[1])]: out.requires_grad for a, out in calls if id(a[1]) in norms}
     assert seen == {0: False, 1: False, 2: True, 3: True}
     # Semantic prompts of layer 2 are carried through layer 3 (VPT-deep carry-over).
     assert backbone.semantic_prompts.prompts.grad.abs().sum() > 0
 
 
-def test_missing_modalities_without_bind(tiny_cfg, tiny_weights):
+def test_missing_modalities_without_bind(tiny_cfg, tiny_weights, monkeypatch):
     backbone = _backbone(tiny_cfg(layers=4), pretrained=tiny_weights, bind_layers=()).eval()
     x = torch.randn(3, 3, 3, *IMG)
     mask = torch.tensor([[True, False, True], [False, False, False], [False, True, False]])
@@ -213,15 +228,11 @@ def test_missing_modalities_without_bind(tiny_cfg, tiny_weights):
         part = backbone(x, mask)
     assert torch.equal(part[~mask], torch.zeros_like(part[~mask]))  # exactly zero
     assert torch.allclose(part[mask], full[mask], atol=1e-5)
-    # Only the present streams run through the blocks.
-    sizes = []
-    handle = backbone.visual.transformer.resblocks[0].ln_1.register_forward_hook(
-        lambda m, a, o: sizes.append(o.shape[0])
-    )
+    # Only the present streams are embedded and run through the blocks.
+    calls = _spy(monkeypatch, 'embed_tokens')
     with torch.no_grad():
         backbone(x, mask)
-    handle.remove()
-    assert sizes == [3]
+    assert [args[1].shape[0] for args, _ in calls] == [3]
 
 
 def test_mixed_masks_equal_per_sample_runs_with_bind(tiny_cfg, tiny_weights):

@@ -19,6 +19,7 @@ from torch import nn
 import mmdmpt.models.layers.fast_block as fast_block
 from mmdmpt.models.backbones import DMPTCLIPViT
 from mmdmpt.models.layers import (
+    embed_tokens,
     fallback_counts,
     fast_block_forward,
     fast_path_supported,
@@ -252,6 +253,16 @@ def _tanh_gelu():
     return block
 
 
+def _fp32_layer_norm():
+    from open_clip.transformer import LayerNormFp32
+
+    block, _ = _pair(QuickGELU, False)
+    norm = LayerNormFp32(64)
+    norm.load_state_dict(block.ln_1.state_dict())
+    block.ln_1 = norm
+    return block
+
+
 UNSUPPORTED = {
     # name: (block factory, words the reason must contain, whole block falls back)
     'replaced_attention': (
@@ -266,6 +277,7 @@ UNSUPPORTED = {
     'scale_attn': (_custom_with(scale_attn=True), ['attention output norm'], True),
     'scale_fc': (_custom_with(scale_fc=True), ['MLP', 'ln=LayerNorm'], False),
     'tanh_gelu': (_tanh_gelu, ['MLP activation', 'GELU'], False),
+    'fp32_layer_norm': (_fp32_layer_norm, ['ln_1', 'LayerNormFp32'], True),
 }
 
 
@@ -371,3 +383,29 @@ def test_visual_embeds_without_private_method(fallbacks):
 def test_visual_embeds_missing_attributes(fallbacks):
     with pytest.raises(RuntimeError, match=r"has no \['conv1', 'class_embedding'"):
         visual_embeds(nn.Module(), torch.randn(1, 3, 32, 32))
+
+
+def test_embed_tokens_in_the_compute_dtype(tiny_cfg, clip_factory, fallbacks):
+    visual = clip_factory(tiny_cfg(layers=1), (64, 32)).visual.requires_grad_(False)
+    images = torch.randn(3, 3, 64, 32)
+    with torch.no_grad():
+        ref = visual._embeds(images)
+        assert torch.equal(embed_tokens(visual, images, torch.float32), ref)  # bitwise in fp32
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            ref_bf16 = visual._embeds(images)
+        ours = embed_tokens(visual, images, torch.bfloat16)
+        cast_once = embed_tokens(visual.to(torch.bfloat16), images, torch.bfloat16)
+    assert ours.dtype == ref_bf16.dtype == torch.bfloat16
+    assert torch.equal(ours, cast_once)  # a tower cast beforehand gives the same values
+    assert (ours.float() - ref.float()).abs().max() <= 2 * (ref_bf16.float() - ref).abs().max()
+    assert fallbacks == []
+
+
+def test_embed_tokens_with_active_patch_dropout_uses_open_clip(fallbacks):
+    visual = _tiny_vit(patch_dropout=0.5).train()
+    images = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(3)
+    ours = embed_tokens(visual, images, torch.float32)
+    torch.manual_seed(3)
+    assert torch.equal(ours, visual._embeds(images))
+    assert ours.shape == (2, 1 + 8, 64)  # half of the 16 patches dropped

@@ -165,3 +165,37 @@ def test_default_path_is_plain_fp32_arithmetic():
     d_an = dist.masked_fill(same, float('inf')).amin(1)
     assert torch.equal(TripletLoss()(feats, labels), F.softplus(d_ap - d_an).mean())
     assert torch.equal(TripletLoss(margin=8.0)(feats, labels), F.relu(d_ap - d_an + 8.0).mean())
+
+
+def test_no_host_read_of_a_device_value():
+    """The mean over anchors with a triplet is a masked sum: no item(), no boolean indexing."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func._schema.name.split('::')[-1]
+            if name == 'index' and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]
+            ):
+                name = 'bool_index'
+            self.names.append(name)
+            return func(*args, **(kwargs or {}))
+
+    feats = torch.randn(6, 4, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 2, 3])  # ids 2 and 3 have no positive
+    ops = Ops()
+    with ops:
+        loss = TripletLoss()(feats, labels)
+    assert not {'_local_scalar_dense', 'nonzero', 'is_nonzero', 'bool_index'} & set(ops.names)
+    # The same value as the mean over the anchors with a triplet, computed by hand.
+    dist = pairwise_euclidean(feats.detach())
+    terms = []
+    for i in range(4):
+        pos = max(dist[i, j] for j in range(6) if labels[j] == labels[i] and j != i)
+        neg = min(dist[i, j] for j in range(6) if labels[j] != labels[i])
+        terms.append(F.softplus(pos - neg))
+    assert loss.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-6)
+    loss.backward()
+    assert torch.isfinite(feats.grad).all() and feats.grad[:4].abs().sum() > 0
