@@ -382,12 +382,16 @@ def part_frozen(args) -> dict:
     from mmengine.registry import DefaultScope
 
     from mmdmpt.apis import extract_dataset_features, split_query_gallery
+    from mmdmpt.engine.prepare import resolve_num_classes
     from mmdmpt.registry import MODELS
 
     t = time.time()
     work_dir = osp.join(args.work_dir, 'frozen')
     shutil.rmtree(work_dir, ignore_errors=True)
     cfg = load_cfg(DMPT_CONFIG, work_dir, args.data_root)
+    # num_classes='auto' -> the training ids, as the Runner resolves it for (b) and (c)
+    # (the classifier is built but not used: (a) tests the backbone's own feature)
+    resolve_num_classes(cfg)
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.backbone.update(
         pretrained=args.standin,
