@@ -18,7 +18,10 @@ model = dict(
         frozen=False,
         pretrained='checkpoints/ViT-B-16.pt',
         quick_gelu=None,
-        with_cp=False,
+        with_cp=False,  # gradient checkpointing of the blocks
+        compute_dtype=None,  # 'bf16': frozen tower kept in bf16 (tools/train.py --amp sets it)
+        low_memory=False,  # checkpointed blocks, bf16 boundaries and tower (issue 16)
+        torch_compile=False,  # or a dict of torch.compile arguments (tools/train.py --compile)
         feature='cls',
     ),
     head=dict(

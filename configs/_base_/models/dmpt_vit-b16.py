@@ -22,7 +22,10 @@ model = dict(
         frozen=True,
         pretrained='checkpoints/ViT-B-16.pt',  # OpenAI archive, state dict or .safetensors
         quick_gelu=None,  # None = auto (QuickGELU for OpenAI weights)
-        with_cp=False,
+        with_cp=False,  # gradient checkpointing of the blocks
+        compute_dtype=None,  # 'bf16': frozen tower kept in bf16 (tools/train.py --amp sets it)
+        low_memory=False,  # checkpointed blocks, bf16 boundaries and tower (issue 16)
+        torch_compile=False,  # or a dict of torch.compile arguments (tools/train.py --compile)
         feature='cls',  # 'cls' | 'cls_proj' | 'cls_prompt'
     ),
     head=dict(
