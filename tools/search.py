@@ -40,19 +40,8 @@ import os.path as osp
 import time
 from typing import Dict, List, Optional, Sequence
 
-from mmdmpt.utils.cli import add_debug_argument, run_tool
+from mmdmpt.utils.cli import add_debug_argument, check_device, positive_int, run_tool
 from mmdmpt.utils.errors import ConfigError, DataNotFoundError
-
-
-def positive_int(text: str) -> int:
-    """Parse a positive integer option."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
-    return value
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -140,43 +129,6 @@ def index_options(args: argparse.Namespace) -> dict:
     return opts
 
 
-def load_config(path: str, options: Optional[List[str]]):
-    """The config with ``--cfg-options`` merged; problems raise ConfigError."""
-    from mmengine.config import DictAction
-
-    from mmdmpt.engine.launch import load_config as read_config
-    from mmdmpt.engine.launch import merge_cfg_options
-
-    cfg = read_config(path)
-    parsed = argparse.Namespace(cfg_options=None)
-    if options:
-        try:
-            DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, parsed, options)
-        except Exception as exc:
-            raise ConfigError(f'--cfg-options {" ".join(options)}: {exc}') from None
-    merge_cfg_options(cfg, parsed.cfg_options)
-    return cfg
-
-
-def check_model_sections(cfg) -> None:
-    """Refuse misspelt arguments in what the tool builds (with the closest name)."""
-    from mmengine.registry import init_default_scope
-
-    from mmdmpt.engine.config_check import check_config_keys
-
-    init_default_scope(cfg.get('default_scope') or 'mmdmpt')
-    sections = ('model', 'data_preprocessor', 'test_evaluator')
-    check_config_keys({key: cfg.get(key) for key in sections})
-
-
-def check_device(device: Optional[str]) -> None:
-    """Refuse a CUDA ``--device`` on a machine without CUDA."""
-    import torch
-
-    if device is not None and str(device).startswith('cuda') and not torch.cuda.is_available():
-        raise ConfigError(f'--device {device}: CUDA is not available here; use --device cpu.')
-
-
 def format_results(results: List[dict], modalities: Sequence[str]) -> str:
     """The results as text, one block per query."""
     lines = []
@@ -209,11 +161,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if osp.exists(out_dir) and not osp.isdir(out_dir):
         raise ConfigError(f'--out-dir {out_dir} is a file; expected a folder')
 
+    from mmdmpt.engine.config_check import check_sections
+    from mmdmpt.engine.launch import load_config_with_options
     from mmdmpt.utils.checkpoint import check_checkpoint_file
 
     check_checkpoint_file(args.checkpoint)  # before anything is read or built
-    cfg = load_config(args.config, args.cfg_options)
-    check_model_sections(cfg)
+    cfg = load_config_with_options(args.config, args.cfg_options)
+    check_sections(cfg, ('model', 'data_preprocessor', 'test_evaluator'))
     check_device(args.device)
 
     from mmdmpt.apis import DEFAULT_CACHE_DIR, ReIDGallery, config_modalities

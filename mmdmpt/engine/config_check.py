@@ -35,8 +35,10 @@ from mmdmpt.registry import (
 )
 from mmdmpt.utils.errors import ConfigError
 
-__all__ = ['check_cfg_options', 'check_config_keys', 'closest']
+__all__ = ['TEST_SECTIONS', 'check_cfg_options', 'check_config_keys', 'check_sections', 'closest']
 
+#: The config sections a test-time tool builds.
+TEST_SECTIONS = ('model', 'data_preprocessor', 'test_dataloader', 'test_evaluator')
 #: Keys the builders consume themselves, besides the constructor's arguments.
 _BUILDER_KEYS = {'type', '_scope_'}
 _SCHEDULER_KEYS = {'convert_to_iter_based'}
@@ -255,6 +257,23 @@ def check_config_keys(cfg: Mapping) -> None:
     if isinstance(visualizer, Mapping):
         for i, backend in enumerate(_as_list(visualizer.get('vis_backends'))):
             _check_typed(backend, f'visualizer.vis_backends[{i}]', VISBACKENDS)
+
+
+def check_sections(cfg: Mapping, sections: Sequence[str] = TEST_SECTIONS) -> None:
+    """:func:`check_config_keys` on the sections a tool builds, in the config's scope.
+
+    Args:
+        cfg (Mapping): The config.
+        sections (Sequence[str]): Its top-level keys to check. Defaults to
+            :data:`TEST_SECTIONS`.
+
+    Raises:
+        ConfigError: As :func:`check_config_keys`.
+    """
+    from mmengine.registry import init_default_scope
+
+    init_default_scope(cfg.get('default_scope') or 'mmdmpt')
+    check_config_keys({key: cfg.get(key) for key in sections})
 
 
 def _runner_arguments() -> Set[str]:

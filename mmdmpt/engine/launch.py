@@ -8,7 +8,7 @@ import os
 import os.path as osp
 import shutil
 from collections.abc import Mapping
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from mmdmpt.utils.errors import ConfigError, DataNotFoundError
 
@@ -17,6 +17,7 @@ from .prepare import DATALOADERS, fill_data_settings, set_data_root
 
 __all__ = [
     'load_config',
+    'load_config_with_options',
     'merge_cfg_options',
     'missing_data_roots',
     'build_runner',
@@ -70,6 +71,43 @@ def merge_cfg_options(
         cfg.merge_from_dict(options)
     if data_root is not None:
         set_data_root(cfg, data_root)
+
+
+def load_config_with_options(
+    path: str, options: Optional[Sequence[str]] = None, data_root: Optional[str] = None
+):
+    """:func:`load_config`, then ``--cfg-options`` as ``KEY=VALUE`` strings and ``--data-root``.
+
+    The analysis, search, deployment and dataset tools take ``--cfg-options``
+    as plain strings (so that ``--help`` imports nothing heavy); they are
+    parsed here as MMEngine's ``DictAction`` parses them and merged by
+    :func:`merge_cfg_options` (unknown keys refused).
+
+    Args:
+        path (str): The config file.
+        options (Sequence[str], optional): ``KEY=VALUE`` strings.
+        data_root (str, optional): ``--data-root``.
+
+    Returns:
+        mmengine.Config: The config.
+
+    Raises:
+        ConfigError: On a missing or broken file, a malformed option or an
+            unknown key.
+    """
+    import argparse
+
+    from mmengine.config import DictAction
+
+    cfg = load_config(path)
+    parsed = argparse.Namespace(cfg_options=None)
+    if options:
+        try:
+            DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, parsed, options)
+        except Exception as exc:
+            raise ConfigError(f'--cfg-options {" ".join(options)}: {exc}') from None
+    merge_cfg_options(cfg, parsed.cfg_options, data_root)
+    return cfg
 
 
 def missing_data_roots(cfg, loaders: Iterable[str] = DATALOADERS) -> List[str]:

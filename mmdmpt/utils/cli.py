@@ -22,13 +22,16 @@ import sys
 import warnings
 from typing import Callable, List, Optional, Sequence
 
-from .errors import MMDMPTError, user_error_message
+from .errors import ConfigError, MMDMPTError, user_error_message
 
 __all__ = [
     'DEBUG_HELP',
     'ThirdPartyLogFilter',
     'add_debug_argument',
+    'check_device',
     'format_user_error',
+    'non_negative_int',
+    'positive_int',
     'quiet_third_party',
     'run_tool',
 ]
@@ -77,6 +80,42 @@ def quiet_third_party(logger: Optional[logging.Logger] = None) -> None:
 def add_debug_argument(parser) -> None:
     """Add ``--debug`` (traceback of user errors) to an ``argparse`` parser."""
     parser.add_argument('--debug', action='store_true', help=DEBUG_HELP)
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type: a positive integer (otherwise a usage error naming the value)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """``argparse`` type: an integer >= 0 (otherwise a usage error naming the value)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text!r}')
+    return value
+
+
+def check_device(device: Optional[str]) -> None:
+    """Refuse a CUDA ``--device`` on a machine without CUDA (a :class:`ConfigError`)."""
+    if device is None or not str(device).startswith('cuda'):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f'--device {device}: CUDA is not available here; use --device cpu.')
 
 
 def format_user_error(exc: BaseException, tool: Optional[str] = None) -> str:

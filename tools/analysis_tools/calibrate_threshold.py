@@ -30,32 +30,16 @@ import argparse
 import copy
 import os.path as osp
 import time
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
-from mmdmpt.utils.cli import add_debug_argument, run_tool
+from mmdmpt.utils.cli import (
+    add_debug_argument,
+    check_device,
+    non_negative_int,
+    positive_int,
+    run_tool,
+)
 from mmdmpt.utils.errors import ConfigError
-
-
-def positive_int(text: str) -> int:
-    """Parse a positive integer option."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """Parse an integer option >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text!r}')
-    return value
 
 
 def rate(text: str) -> float:
@@ -104,24 +88,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     add_debug_argument(parser)
     return parser.parse_args(argv)
-
-
-def load_config(path: str, options: Optional[List[str]], data_root: Optional[str] = None):
-    """The config with ``--cfg-options`` / ``--data-root`` merged; problems raise ConfigError."""
-    from mmengine.config import DictAction
-
-    from mmdmpt.engine.launch import load_config as read_config
-    from mmdmpt.engine.launch import merge_cfg_options
-
-    cfg = read_config(path)
-    parsed = argparse.Namespace(cfg_options=None)
-    if options:
-        try:
-            DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, parsed, options)
-        except Exception as exc:
-            raise ConfigError(f'--cfg-options {" ".join(options)}: {exc}') from None
-    merge_cfg_options(cfg, parsed.cfg_options, data_root)
-    return cfg
 
 
 def calibration_dataset(cfg, split: str, val_fraction: Optional[float]) -> dict:
@@ -205,16 +171,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if osp.isdir(path):
             raise ConfigError(f'{path} is a folder; expected a file name')
 
+    from mmdmpt.engine.launch import load_config_with_options
     from mmdmpt.utils.checkpoint import check_checkpoint_file
 
     check_checkpoint_file(args.checkpoint)  # before anything is built
-    cfg = load_config(args.config, args.cfg_options, args.data_root)
+    cfg = load_config_with_options(args.config, args.cfg_options, args.data_root)
     dataset_cfg = calibration_dataset(cfg, args.split, args.val_fraction)
-    if args.device and args.device.startswith('cuda'):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f'--device {args.device}: CUDA is not available here')
+    check_device(args.device)
 
     from mmengine.registry import DefaultScope
 

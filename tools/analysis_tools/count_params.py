@@ -18,7 +18,7 @@ import json
 import os.path as osp
 import sys
 import uuid
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from mmdmpt.utils.cli import add_debug_argument, run_tool
 from mmdmpt.utils.errors import ConfigError
@@ -45,27 +45,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_config(path: str, options: Optional[List[str]]):
-    """The config with ``--cfg-options`` merged; unknown keys raise ConfigError."""
-    from mmengine.config import DictAction
-
-    from mmdmpt.engine.launch import load_config as read_config
-    from mmdmpt.engine.launch import merge_cfg_options
-
-    cfg = read_config(path)
-    parsed = argparse.Namespace(cfg_options=None)
-    if options:
-        try:
-            DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, parsed, options)
-        except Exception as exc:
-            raise ConfigError(f'--cfg-options {" ".join(options)}: {exc}') from None
-    merge_cfg_options(cfg, parsed.cfg_options)
-    return cfg
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options)
+    from mmdmpt.engine.launch import load_config_with_options
+
+    cfg = load_config_with_options(args.config, args.cfg_options)
     if not isinstance(cfg.get('model'), dict):
         raise ConfigError(f'{args.config} has no model dict: nothing to count.')
     from mmengine.registry import init_default_scope

@@ -20,32 +20,16 @@ model is built; a mistake is printed as one message with exit status 2
 """
 
 import argparse
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
-from mmdmpt.utils.cli import add_debug_argument, run_tool
+from mmdmpt.utils.cli import (
+    add_debug_argument,
+    check_device,
+    non_negative_int,
+    positive_int,
+    run_tool,
+)
 from mmdmpt.utils.errors import ConfigError
-
-
-def positive_int(text: str) -> int:
-    """Parse a positive integer option."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """Parse an integer option >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text!r}')
-    return value
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -75,61 +59,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_config(path: str, options: Optional[List[str]], data_root: Optional[str] = None):
-    """The config with ``--cfg-options`` / ``--data-root`` merged; problems raise ConfigError."""
-    from mmengine.config import DictAction
-
-    from mmdmpt.engine.launch import load_config as read_config
-    from mmdmpt.engine.launch import merge_cfg_options
-
-    cfg = read_config(path)
-    parsed = argparse.Namespace(cfg_options=None)
-    if options:
-        try:
-            DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, parsed, options)
-        except Exception as exc:
-            raise ConfigError(f'--cfg-options {" ".join(options)}: {exc}') from None
-    merge_cfg_options(cfg, parsed.cfg_options, data_root)
-    return cfg
-
-
-#: The config sections a test-time tool builds.
-TEST_SECTIONS = ('model', 'data_preprocessor', 'test_dataloader', 'test_evaluator')
-
-
-def check_test_sections(cfg) -> None:
-    """Refuse misspelt arguments in the sections the tool builds (with the closest name)."""
-    from mmengine.registry import init_default_scope
-
-    from mmdmpt.engine.config_check import check_config_keys
-
-    init_default_scope(cfg.get('default_scope') or 'mmdmpt')
-    check_config_keys({key: cfg.get(key) for key in TEST_SECTIONS})
-
-
-def check_device(device: Optional[str]) -> None:
-    """Refuse a CUDA ``--device`` on a machine without CUDA."""
-    import torch
-
-    if device is not None and str(device).startswith('cuda') and not torch.cuda.is_available():
-        raise ConfigError(f'--device {device}: CUDA is not available here; use --device cpu.')
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if not args.out.lower().endswith(('.pt', '.pth', '.npz')):
         raise ConfigError(f'--out must end in .pt or .npz, got {args.out}')
 
-    from mmdmpt.engine.launch import missing_data_roots, missing_inputs_error
+    from mmdmpt.engine.config_check import check_sections
+    from mmdmpt.engine.launch import (
+        load_config_with_options,
+        missing_data_roots,
+        missing_inputs_error,
+    )
     from mmdmpt.structures import check_feature_path
     from mmdmpt.utils.checkpoint import check_checkpoint_file
 
     check_feature_path(args.out)
     check_checkpoint_file(args.checkpoint)  # before anything is built
-    cfg = load_config(args.config, args.cfg_options, args.data_root)
+    cfg = load_config_with_options(args.config, args.cfg_options, args.data_root)
     if not cfg.get('test_dataloader'):
         raise ConfigError(f'{args.config} has no test_dataloader: no samples to extract.')
-    check_test_sections(cfg)
+    check_sections(cfg)
     problems = missing_data_roots(cfg, ['test_dataloader'])
     if problems:
         raise missing_inputs_error(problems, 'feature extraction')

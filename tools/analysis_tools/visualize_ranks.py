@@ -22,32 +22,16 @@ status 2 (``--debug`` shows its traceback).
 
 import argparse
 import os.path as osp
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
-from mmdmpt.utils.cli import add_debug_argument, run_tool
+from mmdmpt.utils.cli import (
+    add_debug_argument,
+    check_device,
+    non_negative_int,
+    positive_int,
+    run_tool,
+)
 from mmdmpt.utils.errors import ConfigError
-
-
-def positive_int(text: str) -> int:
-    """Parse a positive integer option."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """Parse an integer option >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text!r}')
-    return value
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -83,24 +67,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def load_config(path: str, options: Optional[List[str]], data_root: Optional[str] = None):
-    """The config with ``--cfg-options`` / ``--data-root`` merged; problems raise ConfigError."""
-    from mmengine.config import DictAction
-
-    from mmdmpt.engine.launch import load_config as read_config
-    from mmdmpt.engine.launch import merge_cfg_options
-
-    cfg = read_config(path)
-    parsed = argparse.Namespace(cfg_options=None)
-    if options:
-        try:
-            DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, parsed, options)
-        except Exception as exc:
-            raise ConfigError(f'--cfg-options {" ".join(options)}: {exc}') from None
-    merge_cfg_options(cfg, parsed.cfg_options, data_root)
-    return cfg
-
-
 def check_out_dir(out_dir: str) -> None:
     """Refuse an ``--out-dir`` that is a file, or lies under one."""
     path = osp.abspath(out_dir)
@@ -116,28 +82,6 @@ def check_out_dir(out_dir: str) -> None:
         )
 
 
-#: The config sections a test-time tool builds.
-TEST_SECTIONS = ('model', 'data_preprocessor', 'test_dataloader', 'test_evaluator')
-
-
-def check_test_sections(cfg) -> None:
-    """Refuse misspelt arguments in the sections the tool builds (with the closest name)."""
-    from mmengine.registry import init_default_scope
-
-    from mmdmpt.engine.config_check import check_config_keys
-
-    init_default_scope(cfg.get('default_scope') or 'mmdmpt')
-    check_config_keys({key: cfg.get(key) for key in TEST_SECTIONS})
-
-
-def check_device(device: Optional[str]) -> None:
-    """Refuse a CUDA ``--device`` on a machine without CUDA."""
-    import torch
-
-    if device is not None and str(device).startswith('cuda') and not torch.cuda.is_available():
-        raise ConfigError(f'--device {device}: CUDA is not available here; use --device cpu.')
-
-
 def _metric_options(cfg) -> dict:
     evaluator = cfg.get('test_evaluator') or {}
     if isinstance(evaluator, (list, tuple)):
@@ -150,16 +94,21 @@ def _metric_options(cfg) -> dict:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     check_out_dir(args.out_dir)
-    from mmdmpt.engine.launch import missing_data_roots, missing_inputs_error
+    from mmdmpt.engine.config_check import check_sections
+    from mmdmpt.engine.launch import (
+        load_config_with_options,
+        missing_data_roots,
+        missing_inputs_error,
+    )
 
     if args.checkpoint is not None:
         from mmdmpt.utils.checkpoint import check_checkpoint_file
 
         check_checkpoint_file(args.checkpoint)  # before anything is built
-    cfg = load_config(args.config, args.cfg_options, args.data_root)
+    cfg = load_config_with_options(args.config, args.cfg_options, args.data_root)
     if not cfg.get('test_dataloader'):
         raise ConfigError(f'{args.config} has no test_dataloader: no samples to draw.')
-    check_test_sections(cfg)
+    check_sections(cfg)
     problems = missing_data_roots(cfg, ['test_dataloader'])
     if problems:
         raise missing_inputs_error(problems, 'drawing rank lists')

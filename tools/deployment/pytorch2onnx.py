@@ -32,23 +32,12 @@ import sys
 import tempfile
 from typing import List, Optional, Sequence
 
-from mmdmpt.utils.cli import add_debug_argument, run_tool
+from mmdmpt.utils.cli import add_debug_argument, positive_int, run_tool
 from mmdmpt.utils.errors import ConfigError
 
 #: Synthetic set for the check when the config's test data are absent: small,
 #: and at least 8 test samples in every layout.
 SYNTHETIC_SET = dict(num_ids=6, train_ids=3, samples_per_camera=2, family_size=3, seed=0)
-
-
-def positive_int(text: str) -> int:
-    """Parse a positive integer option."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
-    return value
 
 
 def non_negative_float(text: str) -> float:
@@ -107,24 +96,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     add_debug_argument(parser)
     return parser.parse_args(argv)
-
-
-def load_config(path: str, options: Optional[List[str]], data_root: Optional[str]):
-    """The config with ``--cfg-options`` / ``--data-root`` merged; problems raise ConfigError."""
-    from mmengine.config import DictAction
-
-    from mmdmpt.engine.launch import load_config as read_config
-    from mmdmpt.engine.launch import merge_cfg_options
-
-    cfg = read_config(path)
-    parsed = argparse.Namespace(cfg_options=None)
-    if options:
-        try:
-            DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, parsed, options)
-        except Exception as exc:
-            raise ConfigError(f'--cfg-options {" ".join(options)}: {exc}') from None
-    merge_cfg_options(cfg, parsed.cfg_options, data_root)
-    return cfg
 
 
 def real_image_source(cfg, args: argparse.Namespace, tmp_dir: str) -> str:
@@ -190,6 +161,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     batch_size = args.batch_size or 1
 
     from mmdmpt.apis.export import check_export_target
+    from mmdmpt.engine.launch import load_config_with_options
     from mmdmpt.utils.checkpoint import check_checkpoint_file
     from mmdmpt.utils.errors import DataNotFoundError
 
@@ -199,7 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         check_export_target(args.output_file, args.opset)
     check_checkpoint_file(args.checkpoint)  # before anything is built
-    cfg = load_config(args.config, args.cfg_options, args.data_root)
+    cfg = load_config_with_options(args.config, args.cfg_options, args.data_root)
 
     with tempfile.TemporaryDirectory(prefix='pytorch2onnx_') as tmp_dir:
         source = real_image_source(cfg, args, tmp_dir)  # before the long export

@@ -17,7 +17,7 @@ import argparse
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from mmdmpt.utils.cli import add_debug_argument, run_tool
+from mmdmpt.utils.cli import add_debug_argument, positive_int, run_tool
 from mmdmpt.utils.errors import ConfigError
 
 #: ``--splits`` name -> config key of the dataloader.
@@ -33,17 +33,6 @@ def split_list(text: str) -> List[str]:
             f'expected comma-separated names among {", ".join(LOADERS)}, got {text!r}'
         )
     return list(dict.fromkeys(names))
-
-
-def positive_int(text: str) -> int:
-    """Parse a positive integer option."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
-    return value
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -76,24 +65,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_config(path: str, options: Optional[List[str]], data_root: Optional[str] = None):
-    """The config with ``--cfg-options`` / ``--data-root`` merged; problems raise ConfigError."""
-    from mmengine.config import DictAction
-
-    from mmdmpt.engine.launch import load_config as read_config
-    from mmdmpt.engine.launch import merge_cfg_options
-
-    cfg = read_config(path)
-    parsed = argparse.Namespace(cfg_options=None)
-    if options:
-        try:
-            DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, parsed, options)
-        except Exception as exc:
-            raise ConfigError(f'--cfg-options {" ".join(options)}: {exc}') from exc
-    merge_cfg_options(cfg, parsed.cfg_options, data_root)
-    return cfg
-
-
 def dataset_configs(cfg, splits: Optional[List[str]]) -> Dict[str, dict]:
     """``split name -> dataset config`` of the chosen dataloaders."""
     chosen = splits or list(LOADERS)
@@ -116,7 +87,9 @@ def dataset_configs(cfg, splits: Optional[List[str]]) -> Dict[str, dict]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options, args.data_root)
+    from mmdmpt.engine.launch import load_config_with_options
+
+    cfg = load_config_with_options(args.config, args.cfg_options, args.data_root)
     datasets = dataset_configs(cfg, args.splits)
 
     from mmengine.registry import init_default_scope
