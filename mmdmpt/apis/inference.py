@@ -6,7 +6,7 @@ import logging
 import os
 import os.path as osp
 from collections.abc import Mapping
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -246,6 +246,36 @@ def evaluator_options(cfg: Config) -> Dict[str, Any]:
     )
 
 
+def checkpoint_threshold(
+    threshold: Any, metric: str, weights: Optional[str]
+) -> Tuple[Optional[float], Optional[Dict[str, Any]]]:
+    """:func:`~mmdmpt.evaluation.functional.resolve_threshold`, warning on another checkpoint.
+
+    A calibration records the SHA-256 of the checkpoint it was made with;
+    when ``weights`` is another file, its threshold may not fit these
+    features: said once, as a warning.
+
+    Args:
+        threshold: A number, a calibration file or dict, or None.
+        metric (str): The distance of the features.
+        weights (str, optional): The checkpoint in use.
+
+    Returns:
+        tuple: ``(threshold, calibration)`` as ``resolve_threshold`` gives them.
+    """
+    value, calibration = resolve_threshold(threshold, metric)
+    recorded = (calibration or {}).get('checkpoint_sha256')
+    if recorded and weights and recorded != file_digest(weights):
+        print_log(
+            f'The calibration was made with another checkpoint '
+            f'({calibration.get("checkpoint")}) than {weights}: its threshold may '
+            'not fit these features; calibrate this checkpoint.',
+            logger='current',
+            level=logging.WARNING,
+        )
+    return value, calibration
+
+
 class ReIDInferencer:
     """Embeddings of multi-modal samples with any subset of modalities.
 
@@ -309,16 +339,7 @@ class ReIDInferencer:
         self.cfg = cfg
         self.normalize = bool(normalize)
         self.metric = evaluator_options(cfg)['metric']
-        self.threshold, self.calibration = resolve_threshold(threshold, self.metric)
-        recorded = (self.calibration or {}).get('checkpoint_sha256')
-        if recorded and weights and recorded != file_digest(weights):
-            print_log(
-                f'The calibration was made with another checkpoint '
-                f'({self.calibration.get("checkpoint")}) than {weights}: its threshold may '
-                'not fit these features; calibrate this checkpoint.',
-                logger='current',
-                level=logging.WARNING,
-            )
+        self.threshold, self.calibration = checkpoint_threshold(threshold, self.metric, weights)
         self.model = build_reid_model(cfg, weights)
         if device is None:
             device = 'cuda' if torch.cuda.is_available() else 'cpu'

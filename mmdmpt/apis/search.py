@@ -20,7 +20,6 @@ features of a split of held-out identities.
 import copy
 import hashlib
 import json
-import logging
 import os
 import os.path as osp
 from collections.abc import Mapping
@@ -37,7 +36,6 @@ from mmdmpt.evaluation.functional import (
     GallerySearcher,
     calibrate_threshold,
     pair_distances,
-    resolve_threshold,
     roc_points,
 )
 from mmdmpt.registry import DATASETS
@@ -49,6 +47,7 @@ from .inference import (
     ReIDInferencer,
     _scope,
     _test_pipeline_cfg,
+    checkpoint_threshold,
     evaluator_options,
     extract_dataset_features,
     file_digest,
@@ -321,16 +320,7 @@ class ReIDGallery:
         self.inferencer = inferencer
         options = evaluator_options(inferencer.cfg)
         self.metric = options['metric']
-        self.threshold, self.calibration = resolve_threshold(threshold, self.metric)
-        if self.calibration is not None and weights and self.calibration.get('checkpoint_sha256'):
-            if self.calibration['checkpoint_sha256'] != file_digest(weights):
-                print_log(
-                    f'The calibration was made with another checkpoint '
-                    f'({self.calibration.get("checkpoint")}) than {weights}: its threshold may '
-                    'not fit these features; calibrate this checkpoint.',
-                    logger='current',
-                    level=logging.WARNING,
-                )
+        self.threshold, self.calibration = checkpoint_threshold(threshold, self.metric, weights)
         self.dataset_cfg = gallery_dataset_cfg(
             inferencer.cfg, gallery, data_root, modality_dirs, name_pattern
         )

@@ -1,6 +1,7 @@
 """ReIDGallery: a gallery of one's own images, its feature cache, threshold decisions."""
 
 import copy
+import logging
 import os
 import os.path as osp
 import shutil
@@ -139,3 +140,35 @@ def test_calibration_on_held_out_ids_and_compare(setup, tmp_path):
     assert out['same_identity'] == (out['distance'] <= calibration['threshold'])
     assert inferencer.compare(a, a)['distance'] == pytest.approx(0.0, abs=1e-6)
     assert inferencer.compare(a, b, threshold=2.5)['same_identity'] is True
+
+
+class _Kept(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_a_calibration_of_another_checkpoint_is_warned_about(tmp_path):
+    from mmengine.logging import MMLogger
+
+    from mmdmpt.apis.inference import checkpoint_threshold, file_digest
+
+    weights = tmp_path / 'epoch_1.pth'
+    weights.write_bytes(b'weights')
+    calibration = dict(threshold=0.3, metric='cosine', target_fmr=0.01, fmr=0.01, tmr=0.9)
+    logger, kept = MMLogger.get_current_instance(), _Kept()
+    logger.addHandler(kept)
+    try:
+        same = dict(calibration, checkpoint_sha256=file_digest(str(weights)))
+        assert checkpoint_threshold(same, 'cosine', str(weights))[0] == 0.3
+        assert not kept.records
+        other = dict(calibration, checkpoint_sha256='0' * 64, checkpoint='old.pth')
+        value, found = checkpoint_threshold(other, 'cosine', str(weights))
+        assert value == 0.3 and found['checkpoint'] == 'old.pth'
+        assert len(kept.records) == 1
+        assert 'another checkpoint (old.pth)' in kept.records[0].getMessage()
+    finally:
+        logger.removeHandler(kept)
