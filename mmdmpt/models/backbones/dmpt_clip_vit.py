@@ -25,9 +25,9 @@ from ..layers import (
     visual_embeds,
 )
 from ..layers.fast_block import _attention_unsupported as attention_unsupported
-from ..losses.triplet_loss import autocast_off
 from ..prompts import DeepPrompts, ModalityPromptGenerator
 from ..utils import (
+    autocast_off,
     build_clip,
     extract_modality_knowledge,
     load_clip_weights,

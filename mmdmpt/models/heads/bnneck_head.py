@@ -13,7 +13,7 @@ from mmdmpt.registry import MODELS
 from mmdmpt.structures import stack_modality_mask
 from mmdmpt.utils.errors import ConfigError
 
-from ..losses.triplet_loss import autocast_off
+from ..utils.misc import autocast_off
 
 DEFAULT_LOSS_CLS = dict(type='LabelSmoothCrossEntropy', label_smooth_val=0.1, loss_weight=0.25)
 DEFAULT_LOSS_TRIPLET = dict(type='TripletLoss', margin=None, loss_weight=1.0)

@@ -7,7 +7,7 @@ from torch import nn
 from mmdmpt.registry import MODELS
 from mmdmpt.utils.errors import ConfigError
 
-from .triplet_loss import autocast_off
+from ..utils.misc import autocast_off
 
 
 @MODELS.register_module()

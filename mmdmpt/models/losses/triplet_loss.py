@@ -1,7 +1,6 @@
 """Batch-hard triplet loss (soft margin or margin ranking)."""
 
-import contextlib
-from typing import ContextManager, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -10,26 +9,7 @@ from torch import nn
 from mmdmpt.registry import MODELS
 from mmdmpt.utils.errors import ConfigError
 
-
-def autocast_off(device: torch.device) -> ContextManager:
-    """A context in which autocast is disabled for ``device``'s type.
-
-    Losses run inside the autocast region of mixed-precision training, where
-    matrix products of float32 tensors are computed in float16/bfloat16 and
-    some reductions follow the input's low precision. Inside this context
-    every operation runs in the dtype of its inputs, so a loss that casts its
-    inputs to float32 computes in float32 whatever the autocast state.
-
-    Args:
-        device (torch.device): Device of the tensors computed on.
-
-    Returns:
-        ContextManager: ``torch.autocast(device.type, enabled=False)``, or a
-        no-op context for device types autocast does not know.
-    """
-    if torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
+from ..utils.misc import autocast_off
 
 
 def pairwise_euclidean(feats: torch.Tensor) -> torch.Tensor:

@@ -12,11 +12,12 @@ from .clip_weights import (
     resize_visual_pos_embed,
     resolve_quick_gelu,
 )
-from .misc import count_parameters, release_free_memory
+from .misc import autocast_off, count_parameters, release_free_memory
 
 __all__ = [
     'ACCEPTED_FORMATS',
     'CLIPWeightsError',
+    'autocast_off',
     'build_clip',
     'count_parameters',
     'extract_modality_knowledge',

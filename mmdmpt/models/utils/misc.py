@@ -1,10 +1,12 @@
 """Small helpers shared by the backbone, head and top model."""
 
+import contextlib
 import ctypes
 import gc
 import sys
-from typing import Dict
+from typing import ContextManager, Dict
 
+import torch
 from torch import nn
 
 
@@ -60,3 +62,24 @@ def release_free_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (e.g. musl)
         return False
     return True
+
+
+def autocast_off(device: torch.device) -> ContextManager:
+    """A context in which autocast is disabled for ``device``'s type.
+
+    Losses run inside the autocast region of mixed-precision training, where
+    matrix products of float32 tensors are computed in float16/bfloat16 and
+    some reductions follow the input's low precision. Inside this context
+    every operation runs in the dtype of its inputs, so a loss that casts its
+    inputs to float32 computes in float32 whatever the autocast state.
+
+    Args:
+        device (torch.device): Device of the tensors computed on.
+
+    Returns:
+        ContextManager: ``torch.autocast(device.type, enabled=False)``, or a
+        no-op context for device types autocast does not know.
+    """
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
