@@ -6,7 +6,7 @@
 """
 
 import logging
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import torch
 import torch.distributed as torch_dist
@@ -65,37 +65,40 @@ class NonFiniteCheckMixin:
         return bool(value.item() > 0)
 
     @staticmethod
-    def _format_bad_terms(terms: Dict[str, Any]) -> List[str]:
-        bad = []
-        for name, value in terms.items():
-            if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all()):
-                bad.append(f'{name}={value.float().mean().item()}')
-        return bad
+    def _message(
+        iteration: Optional[int],
+        epoch: Optional[int],
+        terms: Dict[str, Any],
+        loss: torch.Tensor,
+    ) -> str:
+        """``Non-finite loss at <where>: <what>``, naming the bad loss terms of this rank.
 
-    def _bad_terms(self) -> List[str]:
-        terms = self.loss_terms_getter() if self.loss_terms_getter is not None else {}
-        return self._format_bad_terms(terms)
-
-    @staticmethod
-    def _where(it: Optional[int], epoch: Optional[int]) -> str:
-        where = f'iteration {int(it) + 1}' if it is not None else 'an unknown iteration'
+        Without a bad term, the summed loss when it is not finite here, else
+        another rank's loss (the flag was reduced over the ranks).
+        """
+        where = (
+            f'iteration {int(iteration) + 1}' if iteration is not None else 'an unknown iteration'
+        )
         if epoch is not None:
             where += f' (epoch {int(epoch) + 1})'
-        return where
-
-    def _describe(self, loss: torch.Tensor, local_bad: bool) -> str:
-        hub = MessageHub.get_current_instance()
-        where = self._where(hub.get_info('iter'), hub.get_info('epoch'))
-        if local_bad:
-            terms = self._bad_terms()
-            what = (
-                f'loss term(s) {", ".join(terms)}'
-                if terms
-                else f'the summed loss ({loss.detach().float().item()})'
-            )
+        bad = [
+            f'{name}={value.float().mean().item()}'
+            for name, value in terms.items()
+            if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all())
+        ]
+        if bad:
+            what = f'loss term(s) {", ".join(bad)}'
+        elif not bool(torch.isfinite(loss.detach()).all()):
+            what = f'the summed loss ({loss.detach().float().item()})'
         else:
             what = 'a loss term on another rank'
         return f'Non-finite loss at {where}: {what}'
+
+    def _describe(self, loss: torch.Tensor) -> str:
+        """:meth:`_message` of the current iteration (for the host check)."""
+        hub = MessageHub.get_current_instance()
+        terms = self.loss_terms_getter() if self.loss_terms_getter is not None else {}
+        return self._message(hub.get_info('iter'), hub.get_info('epoch'), terms, loss)
 
     # ----------------------------------------------------------------- update
     def uses_device_check(self) -> bool:
@@ -182,15 +185,8 @@ class NonFiniteCheckMixin:
         pending, self._pending = self._pending, None
         if pending is None or not bool(pending.bad):
             return
-        where = self._where(pending.iteration, pending.epoch)
-        terms = self._format_bad_terms(pending.terms)
-        what = (
-            f'loss term(s) {", ".join(terms)}'
-            if terms
-            else f'the summed loss ({pending.loss.float().item()})'
-        )
         self._handle_bad(
-            f'Non-finite loss at {where}: {what}',
+            self._message(pending.iteration, pending.epoch, pending.terms, pending.loss),
             'Training stopped; the optimizer step was skipped (weights unchanged)',
         )
 
@@ -205,7 +201,7 @@ class NonFiniteCheckMixin:
         if not self._any_rank(local_bad, loss.device):
             super().update_params(loss, step_kwargs, zero_kwargs)
             return
-        message = self._describe(loss, local_bad)
+        message = self._describe(loss)
         skipped = self._handle_bad(
             message, 'Training stopped before the optimizer step (weights unchanged)'
         )
