@@ -2,11 +2,9 @@
 inference_model."""
 
 import glob
-import importlib.util
 import json
 import os
 import os.path as osp
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from mmdmpt.apis import (
     list_models,
 )
 from mmdmpt.apis.model_zoo import model_index_path
+from mmdmpt.testing import load_script
 from mmdmpt.utils.errors import CheckpointError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,14 +35,7 @@ VITB_FULLFT_TRAINABLE = 85_749_504
 
 
 def load_gen():
-    name = 'mmdmpt_tests_gen_model_zoo'
-    if name not in sys.modules:
-        path = ROOT / 'tools' / 'misc' / 'gen_model_zoo.py'
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script(ROOT / 'tools' / 'misc' / 'gen_model_zoo.py', 'mmdmpt_tests_gen_model_zoo')
 
 
 def config_names():

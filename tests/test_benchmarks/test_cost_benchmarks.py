@@ -3,7 +3,6 @@
 Timings of these runs mean nothing and are never asserted on.
 """
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,16 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from mmdmpt.testing import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / 'benchmarks'
 FAST = ['--tiny', '--steps', '1', '--warmup', '0', '--batch-size', '4', '--threads', '1']
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f'bench_{name}', BENCH / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH / f'{name}.py')
 
 
 def _check_layout(data, variants, base):

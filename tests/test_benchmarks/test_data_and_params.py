@@ -1,8 +1,9 @@
 """Smoke tests of data_throughput.py and count_all_params.py (tiny, fast)."""
 
-import importlib.util
 import json
 from pathlib import Path
+
+from mmdmpt.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / 'benchmarks'
@@ -30,10 +31,7 @@ model = dict(
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f'bench_{name}', BENCH / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH / f'{name}.py')
 
 
 def test_data_throughput_json(tmp_path, capsys):

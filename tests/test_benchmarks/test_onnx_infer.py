@@ -1,18 +1,17 @@
 """Smoke test of benchmarks/onnx_infer.py with a tiny CLIP (layout only; timings mean nothing)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from mmdmpt.testing import load_script
+
 BENCH = Path(__file__).resolve().parents[2] / 'benchmarks' / 'onnx_infer.py'
 
 
 def test_onnx_infer_tiny(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location('bench_onnx_infer', BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(BENCH)
     out = tmp_path / 'onnx_infer.json'
     argv = ['--tiny', '--steps', '1', '--warmup', '0', '--batch-sizes', '1', '2']
     module.main([*argv, '--threads', '1', '--ort-threads', '1', '--out', str(out)])

@@ -6,20 +6,18 @@ machine's speed or load, so the targets are asserted here. The counter itself
 is checked on hand-made cases first, so that a zero below means something.
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
 
+from mmdmpt.testing import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _step_ops():
-    spec = importlib.util.spec_from_file_location('bench_step_ops', ROOT / 'benchmarks/step_ops.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / 'benchmarks' / 'step_ops.py')
 
 
 def test_counter_sees_casts_syncs_copies_and_saved_weight_copies():

@@ -5,6 +5,7 @@ import pytest
 from mmdmpt.datasets import set_missing_in_pipeline
 from mmdmpt.engine.loops import format_table
 from mmdmpt.structures import parse_missing
+from mmdmpt.testing import load_script
 
 MODS = ('rgb', 'nir', 'tir')
 
@@ -56,18 +57,11 @@ def test_format_table_rows_and_columns():
 
 
 def _common():
-    import importlib.util
-    import sys
     from pathlib import Path
 
-    name = 'mmdmpt_tests_apis_common'
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / 'test_apis' / 'common.py'
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script(
+        Path(__file__).parents[1] / 'test_apis' / 'common.py', 'mmdmpt_tests_apis_common'
+    )
 
 
 def test_two_consecutive_missing_all_runs_start_from_the_full_set(tmp_path):

@@ -7,23 +7,18 @@ synthetic RGBNT201 tree the way ``tools/train.py`` does (in-process: its argumen
 the bad value and what is expected; and that no iteration ran.
 """
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 from mmengine.runner import BaseLoop
 
+from mmdmpt.testing import load_script
+
 
 def _tiny():
-    name = 'mmdmpt_tests_reliability_tiny_train'
-    if name not in sys.modules:
-        path = Path(__file__).with_name('tiny_train.py')
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script(
+        Path(__file__).with_name('tiny_train.py'), 'mmdmpt_tests_reliability_tiny_train'
+    )
 
 
 @pytest.fixture(scope='module')

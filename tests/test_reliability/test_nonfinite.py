@@ -1,8 +1,6 @@
 """Guarantee 3: a non-finite loss never reaches the optimizer, by default and under AMP."""
 
-import importlib.util
 import re
-import sys
 import warnings
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmdmpt.engine import NonFiniteCheckOptimWrapper
 from mmdmpt.engine.optim_wrappers import AmpNonFiniteCheckOptimWrapper, NonFiniteCheckMixin
+from mmdmpt.testing import load_script
 from mmdmpt.utils.errors import ConfigError
 
 nan = float('nan')
@@ -82,14 +81,9 @@ def test_unit_without_runner_names_the_summed_loss():
 # The check is on by default: configs, tools/train.py --amp, the AMP wrapper
 # --------------------------------------------------------------------------- #
 def _tiny():
-    name = 'mmdmpt_tests_reliability_tiny_train'
-    if name not in sys.modules:
-        path = Path(__file__).with_name('tiny_train.py')
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script(
+        Path(__file__).with_name('tiny_train.py'), 'mmdmpt_tests_reliability_tiny_train'
+    )
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,6 @@ functions, and the Runner built from it, so a bad value reaches the code exactly
 user's would.
 """
 
-import importlib.util
 import sys
 import uuid
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import List, Sequence
 from mmengine.config import Config
 from mmengine.registry import RUNNERS, init_default_scope
 
-from mmdmpt.testing import make_synthetic
+from mmdmpt.testing import load_script, make_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'tests' / 'data' / 'tiny_dmpt_rgbnt201.py'
@@ -23,13 +22,7 @@ CONFIG = ROOT / 'tests' / 'data' / 'tiny_dmpt_rgbnt201.py'
 
 def train_tool():
     """``tools/train.py`` as a module."""
-    name = 'mmdmpt_tools_train'
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / 'tools' / 'train.py')
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script(ROOT / 'tools' / 'train.py', 'mmdmpt_tools_train')
 
 
 def make_tree(root: str) -> str:

@@ -2,7 +2,6 @@
 
 import ast
 import hashlib
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from mmdmpt.datasets import wmveid863
-from mmdmpt.testing import make_synthetic, synthetic
+from mmdmpt.testing import load_script, make_synthetic, synthetic
 from mmdmpt.utils.errors import ConfigError
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -42,11 +41,7 @@ def _digest(root):
 
 
 def _cli():
-    path = osp.join(ROOT, 'tools', 'dataset_converters', 'make_synthetic.py')
-    spec = importlib.util.spec_from_file_location('make_synthetic_cli', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(osp.join(ROOT, 'tools', 'dataset_converters', 'make_synthetic.py'))
 
 
 def test_deterministic_bytes(tmp_path):

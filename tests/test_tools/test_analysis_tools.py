@@ -1,8 +1,6 @@
 """extract_features.py, visualize_ranks.py and plot_curves.py end to end."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import cv2
@@ -11,6 +9,7 @@ import pytest
 import torch
 
 from mmdmpt.evaluation.functional import compute_distance
+from mmdmpt.testing import load_script
 from mmdmpt.utils.errors import ConfigError, DataNotFoundError
 from mmdmpt.visualization import MATCH_COLOR, MISMATCH_COLOR, ScalarKeyError, rank_list_layout
 
@@ -19,12 +18,7 @@ TOOLS = ROOT / 'tools' / 'analysis_tools'
 
 
 def _load(name, path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script(path, name)
 
 
 common = _load('mmdmpt_tests_apis_common', ROOT / 'tests' / 'test_apis' / 'common.py')

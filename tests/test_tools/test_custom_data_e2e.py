@@ -8,7 +8,6 @@ annotation CSV (no cameras, empty cells); a tiny DMPT (the pattern of
 is then calibrated on its held-out ids and searched with ``tools/search.py``.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mmdmpt.testing import make_custom_synthetic
+from mmdmpt.testing import load_script, make_custom_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / 'tests' / 'data' / 'tiny_dmpt_rgbnt201.py'
@@ -161,9 +160,7 @@ def test_calibrate_then_search_with_a_cached_gallery(runs, tmp_path, capsys):
     assert 'features read from the cache' in log and 'same id?' in log
 
     # user errors: one block, exit status 2, before the model is built
-    spec = importlib.util.spec_from_file_location('search_tool', ROOT / 'tools' / 'search.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script(ROOT / 'tools' / 'search.py')
     image = str(run['root'] / 'query' / 'RGB' / name)
     base = [str(a) for a in args[1:-4]]  # without the script and the cache options
     for extra, message in (

@@ -1,10 +1,8 @@
 """``make demo``'s configs and bookkeeping, without any training."""
 
-import importlib.util
 import json
 import os
 import os.path as osp
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,20 +10,14 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from mmdmpt.registry import MODELS
-from mmdmpt.testing import synthetic
+from mmdmpt.testing import load_script, synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope='module')
 def demo():
-    name = 'mmdmpt_tool_demo'
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / 'tools' / 'demo.py')
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script(ROOT / 'tools' / 'demo.py', 'mmdmpt_tool_demo')
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,5 @@
 """tools/dataset_converters/make_synthetic.py as users run it: start-up, user errors."""
 
-import importlib.util
 import os
 import os.path as osp
 import subprocess
@@ -10,7 +9,7 @@ import time
 import pytest
 
 from mmdmpt.datasets import WMVeID863, wmveid863
-from mmdmpt.testing import synthetic
+from mmdmpt.testing import load_script, synthetic
 from mmdmpt.utils.errors import ConfigError
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -19,10 +18,7 @@ HEAVY = ('torch', 'mmengine', 'mmcv', 'mmpretrain', 'cv2', 'numpy')
 
 
 def _tool_module():
-    spec = importlib.util.spec_from_file_location('make_synthetic_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL)
 
 
 def _run(*args, env=None):

@@ -1,6 +1,5 @@
 """tools/deployment/pytorch2onnx.py: export + parity check, its failure and its user errors."""
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmdmpt.testing import load_script
 from mmdmpt.utils.cli import run_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,12 +18,7 @@ MASKS = ('rgb+nir+tir', 'rgb+nir', 'rgb+tir', 'nir+tir', 'rgb', 'nir', 'tir')
 
 
 def _load(name, path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script(path, name)
 
 
 common = _load('mmdmpt_tests_apis_common', ROOT / 'tests' / 'test_apis' / 'common.py')

@@ -1,12 +1,11 @@
 """``tools/train.py --compile``: the backbone's torch_compile switch, set from the command line."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 from mmengine.config import Config
 
+from mmdmpt.testing import load_script
 from mmdmpt.utils.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,13 +13,7 @@ CONFIG = ROOT / 'tests' / 'data' / 'tiny_dmpt_rgbnt201.py'
 
 
 def _train_tool():
-    name = 'mmdmpt_tools_train'
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / 'tools' / 'train.py')
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script(ROOT / 'tools' / 'train.py', 'mmdmpt_tools_train')
 
 
 def test_compile_flag_sets_the_backbone_switch(tmp_path):

@@ -1,6 +1,5 @@
 """tools/misc/verify_dataset.py: exit 0 on a clean tree, 2 listing every bad file."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -8,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mmdmpt.testing import make_synthetic
+from mmdmpt.testing import load_script, make_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'misc' / 'verify_dataset.py'
@@ -31,10 +30,7 @@ def _run(*args, timeout=300):
 @pytest.fixture(scope='module')
 def tool():
     """The tool's module, for in-process runs of ``main``."""
-    spec = importlib.util.spec_from_file_location('verify_dataset_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL)
 
 
 @pytest.fixture(scope='module')

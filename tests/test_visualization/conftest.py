@@ -1,21 +1,15 @@
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from mmdmpt.testing import load_script
+
 
 def load_common():
-    name = 'mmdmpt_tests_apis_common'
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).parents[1] / 'test_apis' / 'common.py'
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script(
+        Path(__file__).parents[1] / 'test_apis' / 'common.py', 'mmdmpt_tests_apis_common'
+    )
 
 
 @pytest.fixture(scope='session')

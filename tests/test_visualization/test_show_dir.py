@@ -1,4 +1,3 @@
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -12,16 +11,14 @@ from mmengine.runner import Runner
 from mmdmpt.apis import GallerySearcher, extract_dataset_features, split_query_gallery
 from mmdmpt.engine.hooks import RankListHook
 from mmdmpt.structures import ReIDFeatures
+from mmdmpt.testing import load_script
 from mmdmpt.visualization import MATCH_COLOR, MISMATCH_COLOR, rank_list_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _test_tool():
-    spec = importlib.util.spec_from_file_location('mmdmpt_tools_test', ROOT / 'tools' / 'test.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / 'tools' / 'test.py', 'mmdmpt_tools_test')
 
 
 def test_tools_test_show_dir_draws_the_first_setting(common, tree, tmp_path, monkeypatch):

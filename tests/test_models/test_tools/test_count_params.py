@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import subprocess
 import sys
@@ -6,6 +5,8 @@ from pathlib import Path
 
 import pytest
 from mmengine.config import Config
+
+from mmdmpt.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[3]
 TOOL = ROOT / 'tools' / 'analysis_tools' / 'count_params.py'
@@ -33,10 +34,7 @@ model = dict(
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location('count_params', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, 'count_params')
 
 
 def test_tiny_config_json(tmp_path, capsys, tiny_weights):

@@ -1,4 +1,3 @@
-import importlib.util
 import os
 import pickle
 import zipfile
@@ -15,15 +14,13 @@ from mmdmpt.models.utils import (
     resize_visual_pos_embed,
     resolve_quick_gelu,
 )
+from mmdmpt.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def _load_tool(relpath: str):
-    spec = importlib.util.spec_from_file_location(Path(relpath).stem, ROOT / relpath)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / relpath, Path(relpath).stem)
 
 
 @pytest.fixture(scope='module')
