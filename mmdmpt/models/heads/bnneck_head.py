@@ -1,6 +1,7 @@
 """BNNeck ReID head with ID, triplet and optional modality losses."""
 
 import copy
+import numbers
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
@@ -112,12 +113,24 @@ class BNNeckHead(BaseModule):
         super().__init__(init_cfg=init_cfg)
         if test_feature not in ('before', 'after'):
             raise ConfigError(f"test_feature must be 'before' or 'after', got {test_feature!r}")
+        if (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, numbers.Integral)
+            or num_classes < 1
+        ):
+            raise ConfigError(
+                f'model.head.num_classes={num_classes!r}: expected a positive integer. '
+                "'auto' is replaced by the number of training ids before the model is built "
+                '(the Runner of tools/train.py / tools/test.py, or '
+                'mmdmpt.engine.prepare.prepare_config / resolve_num_classes for a model built '
+                'by hand).'
+            )
         if in_channels % num_modalities:
             raise ConfigError(
                 f'in_channels={in_channels} is not divisible by num_modalities={num_modalities}'
             )
         self.in_channels = in_channels
-        self.num_classes = num_classes
+        self.num_classes = num_classes = int(num_classes)
         self.num_modalities = num_modalities
         self.channels_per_modality = in_channels // num_modalities
         self.test_feature = test_feature

@@ -285,6 +285,11 @@ def test_validation(mmdmpt_scope):
         _head(mmdmpt_scope, test_feature='middle')
     with pytest.raises(ConfigError, match='divisible'):
         _head(mmdmpt_scope, in_channels=25)
+    # 'auto' left unresolved (a model built by hand without prepare_config): named, not a
+    # TypeError from inside nn.Linear
+    for bad in ('auto', 0, 2.5, True):
+        with pytest.raises(ConfigError, match=r'num_classes=.*expected a positive integer'):
+            _head(mmdmpt_scope, num_classes=bad)
     with pytest.raises(ConfigError, match='unknown keys'):
         _head(mmdmpt_scope, per_modality_loss=dict(weight=1.0, smooth=0.1))
     with pytest.raises(ConfigError, match="'cosine' or 'contrastive'"):
